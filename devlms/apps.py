@@ -1,0 +1,6 @@
+from django.apps import AppConfig
+
+
+class DevLmsConfig(AppConfig):
+    name = "devlms"
+    verbose_name = "Development LMS"

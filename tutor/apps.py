@@ -1,0 +1,7 @@
+from django.apps import AppConfig
+
+
+class TutorConfig(AppConfig):
+    name = "tutor"
+    verbose_name = "Tutor"
+    default_auto_field = "django.db.models.BigAutoField"

@@ -1,0 +1,109 @@
+"""The one error contract.
+
+Every refusal the product makes on purpose is a `DomainError` (or a subclass in
+another app). It is turned into a response here and only here:
+
+* JSON, for API calls and clients that ask for it::
+
+    {"error": {"code": "launch_expired", "message": "plain words", "detail": {...}}}
+
+  with the error's HTTP status (4xx); documented in docs/errors.md.
+* A plain-language HTML page otherwise (templates/errors/domain_error.html),
+  frameable by the registered LMSs when the request came through an LMS page.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.template.loader import render_to_string
+
+logger = logging.getLogger(__name__)
+
+
+class DomainError(Exception):
+    """A refusal with a stable code, a status and a message a person can act on."""
+
+    code: str = "error"
+    status: int = 400
+    title: str = "Something needs your attention"
+
+    def __init__(self, message: str, *, code: str | None = None, status: int | None = None, **detail: Any):
+        super().__init__(message)
+        self.message = message
+        if code is not None:
+            self.code = code
+        if status is not None:
+            self.status = status
+        self.detail = detail
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"error": {"code": self.code, "message": self.message, "detail": self.detail}}
+
+
+class NotAuthenticated(DomainError):
+    code = "not_launched"
+    status = 401
+    title = "Please open the tutor from your course"
+
+
+class NotFound(DomainError):
+    code = "not_found"
+    status = 404
+    title = "Not found"
+
+
+def wants_json(request: HttpRequest) -> bool:
+    accept = request.headers.get("Accept", "")
+    return request.path.startswith("/api/") or ("application/json" in accept and "text/html" not in accept)
+
+
+def render_domain_error(request: HttpRequest, error: DomainError) -> HttpResponse:
+    # Log the code only: messages may quote what the client sent.
+    logger.info("refused %s %s: %s", request.method, request.path, error.code)
+    if wants_json(request):
+        return JsonResponse(error.as_dict(), status=error.status)
+    html = render_to_string("errors/domain_error.html", {"error": error}, request=request)
+    response = HttpResponse(html, status=error.status)
+    frame_policy = getattr(request, "frame_policy", None)
+    if frame_policy is not None:
+        frame_policy(response)
+    return response
+
+
+class DomainErrorMiddleware:
+    """Renders any DomainError a view raises, for pages and plain JSON views alike."""
+
+    def __init__(self, get_response):
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        return self.get_response(request)
+
+    def process_exception(self, request: HttpRequest, exception: Exception) -> HttpResponse | None:
+        if isinstance(exception, DomainError):
+            return render_domain_error(request, exception)
+        return None
+
+
+def api_exception_handler(exc: Exception, context: dict) -> HttpResponse | None:
+    """DRF's hook: domain errors and DRF's own errors share the documented JSON shape."""
+    from rest_framework import exceptions as drf_exceptions  # DRF's settings import this module
+    from rest_framework.views import exception_handler as drf_exception_handler
+
+    if isinstance(exc, DomainError):
+        return JsonResponse(exc.as_dict(), status=exc.status)
+    response = drf_exception_handler(exc, context)
+    if response is None:
+        return None
+    code = getattr(exc, "default_code", "error")
+    if isinstance(exc, drf_exceptions.ValidationError):
+        message, detail = "Some fields are not valid.", {"fields": response.data}
+    else:
+        message, detail = str(getattr(exc, "detail", exc)), {}
+    if isinstance(exc, drf_exceptions.NotAuthenticated):
+        code, message = NotAuthenticated.code, "Open the tutor from your course to continue."
+    response.data = {"error": {"code": code, "message": message, "detail": detail}}
+    return response

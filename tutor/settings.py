@@ -1,0 +1,205 @@
+"""Django settings, read from the environment.
+
+Every setting below names its environment variable and its default; the same
+table, with what each one is for, is in docs/configuration.md. Defaults are the
+embedded demo (SQLite, database cache, no external service); production sets
+PUBLIC_BASE_URL to an https URL, SECRET_KEY, PSEUDONYM_SECRET and DATABASE_URL.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import dj_database_url
+from django.core.exceptions import ImproperlyConfigured
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+VAR_DIR = Path(os.environ.get("TUTOR_VAR_DIR", BASE_DIR / "var"))
+
+
+def env_bool(name: str, default: bool) -> bool:
+    value = os.environ.get(name)
+    if value is None or value == "":
+        return default
+    if value.lower() in {"1", "true", "yes", "on"}:
+        return True
+    if value.lower() in {"0", "false", "no", "off"}:
+        return False
+    raise ImproperlyConfigured(f"{name} must be a boolean (1/0, true/false), not {value!r}")
+
+
+def env_list(name: str, default: str = "") -> list[str]:
+    return [item.strip() for item in os.environ.get(name, default).split(",") if item.strip()]
+
+
+def _secret(name: str) -> str:
+    """A secret from the environment; in debug mode one is made once and kept in var/."""
+    value = os.environ.get(name)
+    if value:
+        return value
+    if not DEBUG:
+        raise ImproperlyConfigured(
+            f"{name} must be set when DJANGO_DEBUG is off (generate one with "
+            "`python -c 'import secrets; print(secrets.token_urlsafe(50))'`)."
+        )
+    VAR_DIR.mkdir(parents=True, exist_ok=True)
+    path = VAR_DIR / f"{name.lower()}.txt"
+    if not path.exists():
+        path.write_text(secrets.token_urlsafe(50))
+        path.chmod(0o600)
+    return path.read_text().strip()
+
+
+DEBUG = env_bool("DJANGO_DEBUG", False)
+SECRET_KEY = _secret("SECRET_KEY")
+# Keyed hash for pseudonymous student ids; separate from SECRET_KEY so rotating
+# the session key never re-identifies or orphans anyone's data.
+PSEUDONYM_SECRET = _secret("PSEUDONYM_SECRET")
+
+# The URL the LMS and browsers reach the tool at; every tool-side LTI URL is built from it.
+PUBLIC_BASE_URL = os.environ.get("PUBLIC_BASE_URL", "http://127.0.0.1:8000").rstrip("/")
+_public = urlsplit(PUBLIC_BASE_URL)
+if _public.scheme not in {"http", "https"} or not _public.hostname:
+    raise ImproperlyConfigured(f"PUBLIC_BASE_URL must be an http(s) URL, not {PUBLIC_BASE_URL!r}")
+PUBLIC_IS_HTTPS = _public.scheme == "https"
+
+ALLOWED_HOSTS = [_public.hostname, *env_list("ALLOWED_HOSTS")]
+if DEBUG:
+    ALLOWED_HOSTS += ["127.0.0.1", "localhost", "[::1]"]
+
+# Development LMS (a fake platform for the demo and tests); never in production.
+DEVLMS_ENABLED = env_bool("DEVLMS_ENABLED", DEBUG)
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "rest_framework",
+    # Our lti app comes before lti_tool so its rotate_keys command replaces django-lti's.
+    "lti",
+    "lti_tool",
+    "tutor",
+    "serving",
+    "training",
+]
+if DEVLMS_ENABLED:
+    INSTALLED_APPS.append("devlms")
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "tutor.errors.DomainErrorMiddleware",
+]
+
+ROOT_URLCONF = "tutor.urls"
+WSGI_APPLICATION = "tutor.wsgi.application"
+ASGI_APPLICATION = "tutor.asgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+DATABASES = {
+    "default": dj_database_url.parse(
+        os.environ.get("DATABASE_URL", f"sqlite:///{VAR_DIR / 'tutor.sqlite3'}"),
+        conn_max_age=int(os.environ.get("DATABASE_CONN_MAX_AGE", "0")),
+    )
+}
+if DATABASES["default"]["ENGINE"].endswith("sqlite3"):
+    VAR_DIR.mkdir(parents=True, exist_ok=True)
+
+# The cache holds OIDC state/nonces, used nonces and platforms' key sets, so it
+# must be shared by every web process: Redis in production, the database otherwise.
+REDIS_URL = os.environ.get("REDIS_URL", "")
+if REDIS_URL:
+    CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL}}
+else:
+    CACHES = {"default": {"BACKEND": "django.core.cache.backends.db.DatabaseCache", "LOCATION": "tutor_cache"}}
+
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+LANGUAGE_CODE = "en"
+TIME_ZONE = os.environ.get("TIME_ZONE", "UTC")
+USE_I18N = True
+USE_TZ = True
+
+STATIC_URL = "static/"
+STATIC_ROOT = Path(os.environ.get("STATIC_ROOT", BASE_DIR / "staticfiles"))
+
+# --- Security -----------------------------------------------------------------
+# Inside an LMS iframe the tool is a third party: cookies must be SameSite=None;
+# Secure, which browsers accept over HTTPS only. Over plain http (the demo) they
+# stay Lax and the launch token carries the session instead.
+SESSION_COOKIE_SECURE = PUBLIC_IS_HTTPS
+CSRF_COOKIE_SECURE = PUBLIC_IS_HTTPS
+SESSION_COOKIE_SAMESITE = "None" if PUBLIC_IS_HTTPS else "Lax"
+CSRF_COOKIE_SAMESITE = "None" if PUBLIC_IS_HTTPS else "Lax"
+SESSION_COOKIE_HTTPONLY = True
+CSRF_TRUSTED_ORIGINS = [f"{_public.scheme}://{_public.netloc}"]
+X_FRAME_OPTIONS = "DENY"  # pages meant for the LMS iframe override this with CSP frame-ancestors
+SECURE_CONTENT_TYPE_NOSNIFF = True
+SECURE_REFERRER_POLICY = "same-origin"
+if env_bool("TRUST_X_FORWARDED_PROTO", False):
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+if PUBLIC_IS_HTTPS:
+    SECURE_SSL_REDIRECT = env_bool("SECURE_SSL_REDIRECT", True)
+    SECURE_HSTS_SECONDS = int(os.environ.get("SECURE_HSTS_SECONDS", str(60 * 60 * 24 * 365)))
+    SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", True)
+    SECURE_HSTS_PRELOAD = env_bool("SECURE_HSTS_PRELOAD", True)
+
+# --- LTI ----------------------------------------------------------------------
+# Origins (besides the registered platforms' own) allowed to frame the tool, for
+# LMSs whose pages live on another host than their issuer (Canvas: your school's
+# canvas domain).
+LTI_EXTRA_FRAME_ANCESTORS = env_list("LTI_EXTRA_FRAME_ANCESTORS")
+# Audiences besides our own client id that a launch's `aud` may name.
+LTI_TRUSTED_AUDIENCES = env_list("LTI_TRUSTED_AUDIENCES")
+# How long a platform's key set is cached before it is fetched again (seconds).
+LTI_KEYSET_CACHE_SECONDS = int(os.environ.get("LTI_KEYSET_CACHE_SECONDS", "3600"))
+# Timeout for fetching a platform's key set or openid configuration (seconds).
+LTI_HTTP_TIMEOUT_SECONDS = float(os.environ.get("LTI_HTTP_TIMEOUT_SECONDS", "10"))
+# After rotation, how long a superseded tool key stays in the JWKS (days).
+LTI_KEY_RETIRE_AFTER_DAYS = int(os.environ.get("LTI_KEY_RETIRE_AFTER_DAYS", "7"))
+# Lifetime of the signed launch token that authenticates API calls (seconds).
+LAUNCH_TOKEN_MAX_AGE = int(os.environ.get("LAUNCH_TOKEN_MAX_AGE", str(2 * 60 * 60)))
+# Accept LTI Dynamic Registration at /lti/register/ (registrations arrive inactive).
+LTI_DYNAMIC_REGISTRATION_ENABLED = env_bool("LTI_DYNAMIC_REGISTRATION_ENABLED", True)
+TOOL_TITLE = os.environ.get("TOOL_TITLE", "AI Tutor")
+
+REST_FRAMEWORK = {
+    "DEFAULT_AUTHENTICATION_CLASSES": ["tutor.auth.LaunchTokenAuthentication", "tutor.auth.LaunchSessionAuthentication"],
+    "DEFAULT_PERMISSION_CLASSES": ["tutor.auth.IsLaunched"],
+    "EXCEPTION_HANDLER": "tutor.errors.api_exception_handler",
+    "UNAUTHENTICATED_USER": None,
+}
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "root": {"handlers": ["console"], "level": os.environ.get("LOG_LEVEL", "INFO")},
+    "loggers": {"django.request": {"level": "ERROR"}},
+}

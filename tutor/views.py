@@ -1,0 +1,29 @@
+"""Server-rendered pages of the tutor app."""
+
+from __future__ import annotations
+
+from django.conf import settings
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import render
+
+from tutor.auth import launch_session_store, launch_token_mint
+from tutor.services import CourseEntry
+
+
+def course_home(request: HttpRequest, *, entry: CourseEntry) -> HttpResponse:
+    """The page a launch lands on. It carries the launch token for the page's API calls."""
+    membership = entry.membership
+    placement_id = entry.placement.id if entry.placement else None
+    launch_session_store(request, membership_id=membership.id, placement_id=placement_id)
+    token = launch_token_mint(membership_id=membership.id, placement_id=placement_id)
+    return render(
+        request,
+        "tutor/course_home.html",
+        {
+            "course": membership.course,
+            "placement": entry.placement,
+            "role": membership.role,
+            "launch_token": token,
+            "tool_title": settings.TOOL_TITLE,
+        },
+    )
