@@ -1,0 +1,16 @@
+"""Test settings: the environment defaults the tests need, then the real settings.
+
+`./run test` points DATABASE_URL at PostgreSQL and REDIS_URL at Redis; these
+are the rest of what the test settings need.
+"""
+
+import os
+import tempfile
+
+os.environ.setdefault("SECRET_KEY", "test-secret-key-not-for-production-" + "x" * 20)
+os.environ.setdefault("PSEUDONYM_SECRET", "test-pseudonym-secret")
+os.environ.setdefault("ALLOWED_HOSTS", "localhost,127.0.0.1,testserver")
+os.environ.setdefault("DEVLMS_ENABLED", "1")
+os.environ.setdefault("TUTOR_VAR_DIR", tempfile.mkdtemp(prefix="tutor-test-var-"))
+
+from tutor.settings import *  # noqa: E402, F403
