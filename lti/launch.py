@@ -69,7 +69,17 @@ class LaunchDataStorage(DjangoCacheDataStorage):
 
 
 class ToolConfig(DjangoToolConfig):
-    """django-lti's tool config, except that an unknown deployment is refused, not created."""
+    """django-lti's tool config, except that an unknown deployment is refused, not created,
+    and a login without `client_id` (optional in LTI 1.3) finds the issuer's only registration."""
+
+    def find_registration_by_params(self, iss, client_id, *args, **kwargs):
+        if client_id is None:
+            candidates = list(LtiRegistration.objects.active().filter(issuer=iss)[:2])
+            if len(candidates) != 1:
+                return None
+            self.registration = candidates[0]
+            return self.registration.to_registration()
+        return super().find_registration_by_params(iss, client_id, *args, **kwargs)
 
     def find_deployment(self, iss, deployment_id):
         return self.find_deployment_by_params(iss, deployment_id, None)

@@ -97,8 +97,8 @@ def keys_rotate(*, retire_after: timedelta | None = None) -> KeysRotated:
     while (LTI_KEY_RETIRE_AFTER_DAYS), never at the moment of rotation.
     """
     retire_after = retire_after if retire_after is not None else timedelta(days=settings.LTI_KEY_RETIRE_AFTER_DAYS)
-    now = timezone.now()
     new_key = Key.objects.generate()
+    now = timezone.now()
     active = list(Key.objects.active().select_for_update().order_by("datetime_created"))
     retired = 0
     for older, newer in zip(active, active[1:]):

@@ -189,6 +189,9 @@ class TestPlatform:
         )
         if nonce is DROP:
             claims.pop("nonce")
+        dl_settings = claims.get("https://purl.imsglobal.org/spec/lti-dl/claim/deep_linking_settings")
+        if dl_settings:
+            dl_settings["deep_link_return_url"] = self.issuer + "/deep-link-return"
         for key, value in overrides.items():
             name = key if key in claims or not key.startswith("lti_") else LTI + key[4:]
             if value is DROP:
