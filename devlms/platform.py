@@ -65,7 +65,9 @@ class SigningKey:
     @classmethod
     def generate(cls) -> SigningKey:
         private = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-        pem = private.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+        pem = private.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
         return cls.from_pem(pem)
 
     @classmethod
@@ -75,7 +77,9 @@ class SigningKey:
         return cls(private_pem=pem, jwk=public)
 
     def sign(self, claims: dict, *, headers: dict | None = None, algorithm: str = "RS256") -> str:
-        return jwt.encode(claims, self.private_pem, algorithm=algorithm, headers={"kid": self.jwk["kid"], **(headers or {})})
+        return jwt.encode(
+            claims, self.private_pem, algorithm=algorithm, headers={"kid": self.jwk["kid"], **(headers or {})}
+        )
 
 
 def platform_key() -> SigningKey:

@@ -86,7 +86,9 @@ def deep_link_return(request: HttpRequest) -> HttpResponse:
     token = request.POST.get("JWT", "")
     try:
         signing_key = jwt.PyJWKClient(tool_url("lti:jwks"), timeout=10).get_signing_key_from_jwt(token)
-        claims = jwt.decode(token, signing_key.key, algorithms=["RS256"], audience=platform.issuer(), issuer=platform.CLIENT_ID)
+        claims = jwt.decode(
+            token, signing_key.key, algorithms=["RS256"], audience=platform.issuer(), issuer=platform.CLIENT_ID
+        )
     except jwt.PyJWTError as exc:
         return HttpResponseBadRequest(f"deep linking response refused: {exc}")
     items = claims.get("https://purl.imsglobal.org/spec/lti-dl/claim/content_items", [])

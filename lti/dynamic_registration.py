@@ -65,7 +65,9 @@ def client_registration_request(*, platform_config: dict) -> dict:
         for message in platform_config.get(PLATFORM_CONFIGURATION, {}).get("messages_supported", [])
         if isinstance(message, dict)
     }
-    messages = [{"type": "LtiResourceLinkRequest", "target_link_uri": urls["target_link_uri"], "label": settings.TOOL_TITLE}]
+    messages = [
+        {"type": "LtiResourceLinkRequest", "target_link_uri": urls["target_link_uri"], "label": settings.TOOL_TITLE}
+    ]
     if not supported or "LtiDeepLinkingRequest" in supported:
         messages.append(
             {
@@ -98,23 +100,40 @@ def client_registration_request(*, platform_config: dict) -> dict:
 
 def registration_complete(*, openid_configuration_url: str, registration_token: str | None) -> RegistrationResult:
     if not settings.LTI_DYNAMIC_REGISTRATION_ENABLED:
-        raise RegistrationFailed("Dynamic registration is turned off on this tutor; register the LMS manually.", status=403)
+        raise RegistrationFailed(
+            "Dynamic registration is turned off on this tutor; register the LMS manually.", status=403
+        )
     if urlsplit(openid_configuration_url).scheme not in {"http", "https"}:
-        raise RegistrationFailed("Open this page from your LMS's dynamic registration: the openid_configuration parameter is missing.")
+        raise RegistrationFailed(
+            "Open this page from your LMS's dynamic registration: the openid_configuration parameter is missing."
+        )
     config = _fetch_json("GET", openid_configuration_url)
     issuer = config.get("issuer")
-    missing = [key for key in ("issuer", "authorization_endpoint", "token_endpoint", "jwks_uri", "registration_endpoint") if not config.get(key)]
+    missing = [
+        key
+        for key in ("issuer", "authorization_endpoint", "token_endpoint", "jwks_uri", "registration_endpoint")
+        if not config.get(key)
+    ]
     if missing:
         raise RegistrationFailed(f"The LMS's openid configuration lacks {', '.join(missing)}.")
     # The configuration must come from the issuer's own host (LTI-DR §3.5.1).
     if urlsplit(issuer).netloc != urlsplit(openid_configuration_url).netloc:
-        raise RegistrationFailed("The LMS's openid configuration names an issuer on another host than the one it was fetched from.")
+        raise RegistrationFailed(
+            "The LMS's openid configuration names an issuer on another host than the one it was fetched from."
+        )
     headers = {"Authorization": f"Bearer {registration_token}"} if registration_token else {}
-    answer = _fetch_json("POST", config["registration_endpoint"], json=client_registration_request(platform_config=config), headers=headers)
+    answer = _fetch_json(
+        "POST",
+        config["registration_endpoint"],
+        json=client_registration_request(platform_config=config),
+        headers=headers,
+    )
     client_id = answer.get("client_id")
     deployment_id = (answer.get(TOOL_CONFIGURATION) or {}).get("deployment_id")
     if not client_id or not deployment_id:
-        raise RegistrationFailed("The LMS accepted the registration but returned no client id or deployment id.", status=502)
+        raise RegistrationFailed(
+            "The LMS accepted the registration but returned no client id or deployment id.", status=502
+        )
     platform = config.get(PLATFORM_CONFIGURATION, {})
     name = f"{platform.get('product_family_code') or 'LMS'} at {urlsplit(issuer).netloc}"
     registered = platform_register(

@@ -126,7 +126,9 @@ class TutorMessageLaunch(DjangoMessageLaunch):
 
         state = self._get_request_param("state")
         if not state:
-            raise refused("state_missing", "The launch arrived without its state. Launch the tutor again from your course.", 400)
+            raise refused(
+                "state_missing", "The launch arrived without its state. Launch the tutor again from your course.", 400
+            )
         if self._cookie_service.get_cookie(state) == state:
             return self
         self.storage_bound_state = storage_state_get(state)
@@ -211,7 +213,9 @@ class TutorMessageLaunch(DjangoMessageLaunch):
         client_id = self.get_client_id()
         azp = body.get("azp")
         if azp is not None and azp != client_id:
-            raise refused("bad_audience", "The launch was issued for another tool (its authorized party is not this tool).")
+            raise refused(
+                "bad_audience", "The launch was issued for another tool (its authorized party is not this tool)."
+            )
         if len(audiences) > 1:
             if azp is None:
                 raise refused("bad_audience", "The launch names several audiences but no authorized party (azp).")
@@ -235,12 +239,17 @@ class TutorMessageLaunch(DjangoMessageLaunch):
     def validate_launch_claims(self):
         body = self._get_jwt_body()
         message_type = body.get(CLAIM + "message_type")
-        if message_type in {"LtiResourceLinkRequest", "LtiDeepLinkingRequest"} and not (body.get(CLAIM + "context") or {}).get("id"):
-            raise refused("missing_claim", "The launch does not say which course it comes from (no context claim).", 400)
+        if message_type in {"LtiResourceLinkRequest", "LtiDeepLinkingRequest"} and not (
+            body.get(CLAIM + "context") or {}
+        ).get("id"):
+            raise refused(
+                "missing_claim", "The launch does not say which course it comes from (no context claim).", 400
+            )
         if role_from_lti(body.get(CLAIM + "roles") or []) is None:
             raise refused(
                 "no_access_role",
-                "The tutor is for a course's students, teachers and administrators; your role in this course has no access.",
+                "The tutor is for a course's students, teachers and administrators; "
+                "your role in this course has no access.",
             )
         return self
 
@@ -276,25 +285,67 @@ class TutorMessageLaunch(DjangoMessageLaunch):
 
 # pylti1p3's messages, in plain words (matched on the message's beginning).
 _PLAIN_REASONS: list[tuple[str, str, str, int]] = [
-    ("Missing id_token", "missing_token", "No launch token (id_token) was posted. Open the tutor from your course.", 400),
+    (
+        "Missing id_token",
+        "missing_token",
+        "No launch token (id_token) was posted. Open the tutor from your course.",
+        400,
+    ),
     ("Invalid id_token", "malformed_token", "The launch token is malformed.", 400),
     ("Invalid JWT format", "malformed_token", "The launch token is malformed.", 400),
     ('"nonce" is empty', "bad_nonce", "The launch has no nonce, so it cannot be checked.", 400),
-    ("Invalid Nonce", "bad_nonce", "The launch's one-time code (nonce) was not issued by this tool, or it has expired. Open the tutor again from your course.", 403),
+    (
+        "Invalid Nonce",
+        "bad_nonce",
+        "The launch's one-time code (nonce) was not issued by this tool, or it has expired. "
+        "Open the tutor again from your course.",
+        403,
+    ),
     ('"iss" is empty', "unknown_platform", "The launch does not say which LMS issued it.", 400),
-    ("Registration not found", "unknown_platform", "This LMS is not registered with the tutor, or its registration is not active. Ask your LMS administrator to register the tool.", 403),
-    ("Client id not registered", "unknown_platform", "This LMS is not registered with the tutor under this client id.", 403),
+    (
+        "Registration not found",
+        "unknown_platform",
+        "This LMS is not registered with the tutor, or its registration is not active. "
+        "Ask your LMS administrator to register the tool.",
+        403,
+    ),
+    (
+        "Client id not registered",
+        "unknown_platform",
+        "This LMS is not registered with the tutor under this client id.",
+        403,
+    ),
     ("JWT KID not found", "unknown_key", "The launch does not say which key signed it (no kid).", 403),
     ("JWT ALG not found", "bad_algorithm", "The launch does not say how it was signed (no alg).", 403),
     ("Unable to find public key", "unknown_key", "The launch was signed with a key your LMS does not publish.", 403),
-    ("Can't decode id_token: Signature has expired", "expired", "The launch has expired. Open the tutor again from your course.", 403),
-    ("Can't decode id_token: The token is not yet valid", "not_yet_valid", "The launch is dated in the future; check the LMS server's clock.", 403),
-    ("Can't decode id_token: Signature verification failed", "bad_signature", "The launch's signature does not match your LMS's key.", 403),
+    (
+        "Can't decode id_token: Signature has expired",
+        "expired",
+        "The launch has expired. Open the tutor again from your course.",
+        403,
+    ),
+    (
+        "Can't decode id_token: The token is not yet valid",
+        "not_yet_valid",
+        "The launch is dated in the future; check the LMS server's clock.",
+        403,
+    ),
+    (
+        "Can't decode id_token: Signature verification failed",
+        "bad_signature",
+        "The launch's signature does not match your LMS's key.",
+        403,
+    ),
     ("Can't decode id_token", "bad_signature", "The launch's signature could not be verified.", 403),
     ("Must have a user", "missing_claim", "The launch does not say who is launching (no sub claim).", 400),
     ("Incorrect version", "missing_claim", "The launch is not an LTI 1.3.0 message.", 400),
     ("Missing Roles Claim", "missing_claim", "The launch does not state your role in the course.", 400),
-    ("Missing Resource Link Id", "missing_claim", "The launch does not say which placement of the tutor was opened.", 400),
+    (
+        "Missing Resource Link Id",
+        "missing_claim",
+        "The launch does not say which placement of the tutor was opened.",
+        400,
+    ),
     ("Invalid message type", "missing_claim", "The launch does not state its LTI message type.", 400),
     ("Unrecognized message type", "wrong_claim", "The launch's LTI message type is not one the tutor handles.", 400),
     ("Missing Deep Linking", "missing_claim", "The deep linking request has no deep linking settings.", 400),

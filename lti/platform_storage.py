@@ -58,7 +58,9 @@ def storage_ticket_redeem(request: HttpRequest, *, ticket: str, state_value: str
     try:
         payload = signing.loads(ticket, salt=TICKET_SALT, max_age=TICKET_MAX_AGE_SECONDS)
     except signing.BadSignature as exc:
-        raise StorageCheckFailed("The launch confirmation is not valid or has expired. Open the tutor again from your course.") from exc
+        raise StorageCheckFailed(
+            "The launch confirmation is not valid or has expired. Open the tutor again from your course."
+        ) from exc
     if not (hmac.compare_digest(state_value, payload["s"]) and hmac.compare_digest(nonce_value, payload["n"])):
         raise StorageCheckFailed(
             "Your LMS's storage does not hold this launch's state: it was not started in this browser. "

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -101,7 +102,7 @@ def keys_rotate(*, retire_after: timedelta | None = None) -> KeysRotated:
     now = timezone.now()
     active = list(Key.objects.active().select_for_update().order_by("datetime_created"))
     retired = 0
-    for older, newer in zip(active, active[1:]):
+    for older, newer in itertools.pairwise(active):
         # `older` has been superseded since `newer` was created.
         if now - newer.datetime_created >= retire_after:
             older.is_active = False

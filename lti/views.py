@@ -64,12 +64,20 @@ def login(request: HttpRequest) -> HttpResponse:
     except OIDCException:
         state = registration_state(issuer, params.get("client_id"))
         if state == "pending":
-            raise refused("platform_pending", "This LMS's registration is waiting for the tutor's administrator to activate it.") from None
-        raise refused("unknown_platform", "This LMS is not registered with the tutor. Ask your LMS administrator to register the tool.") from None
+            raise refused(
+                "platform_pending", "This LMS's registration is waiting for the tutor's administrator to activate it."
+            ) from None
+        raise refused(
+            "unknown_platform",
+            "This LMS is not registered with the tutor. Ask your LMS administrator to register the tool.",
+        ) from None
     query = {k: v[0] for k, v in parse_qs(urlsplit(auth_url).query).items()}
     auth = urlsplit(auth_url)
     record = storage_state_issue(
-        state=query["state"], nonce=query["nonce"], target=storage_target, platform_origin=f"{auth.scheme}://{auth.netloc}"
+        state=query["state"],
+        nonce=query["nonce"],
+        target=storage_target,
+        platform_origin=f"{auth.scheme}://{auth.netloc}",
     )
     return render(request, "lti/storage_login.html", {"storage": {**record, "auth_url": auth_url}})
 
@@ -104,7 +112,11 @@ def launch_confirm(request: HttpRequest) -> HttpResponse:
 
 def _launch_proceed(request: HttpRequest, message_launch: TutorMessageLaunch, claims: LaunchClaims) -> HttpResponse:
     if claims.message_type == "LtiResourceLinkRequest":
-        entry = course_enter(**_course_fields(claims), resource_link_id=claims.resource_link_id, resource_link_title=claims.resource_link_title)
+        entry = course_enter(
+            **_course_fields(claims),
+            resource_link_id=claims.resource_link_id,
+            resource_link_title=claims.resource_link_title,
+        )
         return course_home(request, entry=entry)
     if claims.message_type == "LtiDeepLinkingRequest":
         if claims.role == Role.STUDENT:
@@ -115,7 +127,11 @@ def _launch_proceed(request: HttpRequest, message_launch: TutorMessageLaunch, cl
         return render(
             request,
             "lti/deep_link.html",
-            {"token": token, "course": entry.membership.course, "default_title": settings_claim.get("title") or settings.TOOL_TITLE},
+            {
+                "token": token,
+                "course": entry.membership.course,
+                "default_title": settings_claim.get("title") or settings.TOOL_TITLE,
+            },
         )
     raise refused(
         "unsupported_message",
@@ -156,7 +172,12 @@ def canvas_config(request: HttpRequest) -> JsonResponse:
     """Canvas developer key JSON (Admin → Developer Keys → + LTI Key → Paste JSON)."""
     urls = tool_urls()
     host = urlsplit(settings.PUBLIC_BASE_URL).hostname
-    placement = {"text": settings.TOOL_TITLE, "enabled": True, "message_type": "LtiResourceLinkRequest", "target_link_uri": urls["target_link_uri"]}
+    placement = {
+        "text": settings.TOOL_TITLE,
+        "enabled": True,
+        "message_type": "LtiResourceLinkRequest",
+        "target_link_uri": urls["target_link_uri"],
+    }
     return JsonResponse(
         {
             "title": settings.TOOL_TITLE,
@@ -203,4 +224,3 @@ def register(request: HttpRequest) -> HttpResponse:
 def tool_configuration(request: HttpRequest) -> JsonResponse:
     """The URLs to paste into an LMS, as JSON (what `lti_add_platform` prints)."""
     return JsonResponse(tool_urls(), json_dumps_params={"indent": 2})
-

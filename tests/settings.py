@@ -13,4 +13,4 @@ os.environ.setdefault("ALLOWED_HOSTS", "localhost,127.0.0.1,testserver")
 os.environ.setdefault("DEVLMS_ENABLED", "1")
 os.environ.setdefault("TUTOR_VAR_DIR", tempfile.mkdtemp(prefix="tutor-test-var-"))
 
-from tutor.settings import *  # noqa: E402, F403
+from tutor.settings import *  # noqa: F403

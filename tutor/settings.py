@@ -191,7 +191,10 @@ LTI_DYNAMIC_REGISTRATION_ENABLED = env_bool("LTI_DYNAMIC_REGISTRATION_ENABLED", 
 TOOL_TITLE = os.environ.get("TOOL_TITLE", "AI Tutor")
 
 REST_FRAMEWORK = {
-    "DEFAULT_AUTHENTICATION_CLASSES": ["tutor.auth.LaunchTokenAuthentication", "tutor.auth.LaunchSessionAuthentication"],
+    "DEFAULT_AUTHENTICATION_CLASSES": [
+        "tutor.auth.LaunchTokenAuthentication",
+        "tutor.auth.LaunchSessionAuthentication",
+    ],
     "DEFAULT_PERMISSION_CLASSES": ["tutor.auth.IsLaunched"],
     "EXCEPTION_HANDLER": "tutor.errors.api_exception_handler",
     "UNAUTHENTICATED_USER": None,

@@ -39,7 +39,11 @@ def test_prints_the_tool_urls_built_from_public_base_url(settings):
     assert output["public_jwk_url"] == "https://tutor.school.edu/lti/jwks/"
     assert output["created"] is True
     registration = LtiRegistration.objects.get()
-    assert (registration.issuer, registration.client_id, registration.is_active) == ("https://moodle.school.edu", "abc123", True)
+    assert (registration.issuer, registration.client_id, registration.is_active) == (
+        "https://moodle.school.edu",
+        "abc123",
+        True,
+    )
     assert registration.keyset_url == "https://moodle.school.edu/mod/lti/certs.php"
     deployment = LtiDeployment.objects.get()
     assert (deployment.deployment_id, deployment.is_active) == ("3", True)
@@ -90,7 +94,9 @@ def test_real_command_line_prints_json_on_stdout(tmp_path):
         "DJANGO_DEBUG": "0",
     }
     subprocess.run([sys.executable, "manage.py", "migrate", "-v0"], env=env, check=True)
-    result = subprocess.run([sys.executable, "manage.py", "lti_add_platform", *ARGS], env=env, capture_output=True, text=True, check=True)
+    result = subprocess.run(
+        [sys.executable, "manage.py", "lti_add_platform", *ARGS], env=env, capture_output=True, text=True, check=True
+    )
     output = json.loads(result.stdout)
     assert output["oidc_initiation_url"] == "https://tutor.example.org/lti/login/"
     assert output["public_jwk_url"] == "https://tutor.example.org/lti/jwks/"

@@ -58,7 +58,12 @@ def test_moodle_flow_registers_the_tool_pending_until_activated(tool, moodle: Te
     assert LtiDeployment.objects.get(registration=registration).deployment_id == "7"
 
     # Until the tool's administrator activates it, launches are refused...
-    params = {"iss": moodle.issuer, "login_hint": "x", "target_link_uri": tool + "/lti/launch/", "client_id": moodle.client_id}
+    params = {
+        "iss": moodle.issuer,
+        "login_hint": "x",
+        "target_link_uri": tool + "/lti/launch/",
+        "client_id": moodle.client_id,
+    }
     pending = requests.get(tool + "/lti/login/", params=params, allow_redirects=False)
     assert pending.status_code == 403 and "platform_pending" in pending.text
 

@@ -46,7 +46,12 @@ def test_over_https_the_oidc_state_cookie_is_samesite_none_and_secure(tool, plat
     client = Client()
     response = client.get(
         "/lti/login/",
-        {"iss": platform.issuer, "login_hint": "x", "target_link_uri": tool + "/lti/launch/", "client_id": platform.client_id},
+        {
+            "iss": platform.issuer,
+            "login_hint": "x",
+            "target_link_uri": tool + "/lti/launch/",
+            "client_id": platform.client_id,
+        },
         secure=True,
     )
     assert response.status_code == 302
@@ -95,7 +100,9 @@ def storage_login(platform: TestPlatform, tool: str, browser: requests.Session) 
     )
     assert response.status_code == 200, response.text[:500]
     assert "Set-Cookie" not in response.headers  # state and nonce go to the platform, not to a cookie
-    config = json.loads(html.unescape(re.search(r'id="lti-storage" type="application/json">(.+?)</script>', response.text).group(1)))
+    config = json.loads(
+        html.unescape(re.search(r'id="lti-storage" type="application/json">(.+?)</script>', response.text).group(1))
+    )
     assert config["target"] == "post_message_forwarding"
     assert config["origin"] == platform.issuer  # postMessage goes to the platform's OIDC endpoint origin
     assert config["auth_url"].startswith(platform.auth_login_url + "?")
@@ -107,11 +114,14 @@ def storage_launch(platform, tool, config, *, browser=None) -> tuple[requests.Re
     """The platform posts the launch; the tool answers with the storage-check page."""
     token = platform.sign(platform.claims(nonce=config["nonce"]))
     response = (browser or requests.Session()).post(
-        tool + "/lti/launch/", data={"id_token": token, "state": config["state"], "lti_storage_target": config["target"]}
+        tool + "/lti/launch/",
+        data={"id_token": token, "state": config["state"], "lti_storage_target": config["target"]},
     )
     assert response.status_code == 200, response.text[:800]
     assert "lti.get_data" in response.text
-    check = json.loads(html.unescape(re.search(r'id="lti-storage" type="application/json">(.+?)</script>', response.text).group(1)))
+    check = json.loads(
+        html.unescape(re.search(r'id="lti-storage" type="application/json">(.+?)</script>', response.text).group(1))
+    )
     return response, check
 
 

@@ -52,7 +52,11 @@ def test_launch_records_course_placement_and_a_pseudonym_only(tool, platform: Te
     assert response.status_code == 200
 
     course = Course.objects.get()
-    assert (course.lms_issuer, course.lms_context_id, course.lms_deployment_id) == (platform.issuer, "course-42", "deployment-1")
+    assert (course.lms_issuer, course.lms_context_id, course.lms_deployment_id) == (
+        platform.issuer,
+        "course-42",
+        "deployment-1",
+    )
     placement = Placement.objects.get()
     assert (placement.course, placement.lms_resource_link_id, placement.title) == (course, "link-7", "Biology tutor")
     person = Person.objects.get()

@@ -54,12 +54,18 @@ def test_unknown_key(tool, platform, browser):
 
 def test_alg_confusion_hs256_signed_with_public_key(tool, platform, browser):
     refuse_case(
-        platform, browser, tool, code="bad_algorithm", id_token=lambda claims: hs256_with_public_key(claims, platform.keys[-1])
+        platform,
+        browser,
+        tool,
+        code="bad_algorithm",
+        id_token=lambda claims: hs256_with_public_key(claims, platform.keys[-1]),
     )
 
 
 def test_alg_none(tool, platform, browser):
-    refuse_case(platform, browser, tool, code="bad_algorithm", id_token=lambda claims: unsigned(claims, platform.keys[-1]))
+    refuse_case(
+        platform, browser, tool, code="bad_algorithm", id_token=lambda claims: unsigned(claims, platform.keys[-1])
+    )
 
 
 def test_untrusted_extra_audience(tool, platform, browser):
@@ -125,7 +131,14 @@ def test_state_not_bound_to_this_browser(tool, platform, browser):
 def test_state_of_another_login(tool, platform, browser):
     first = platform.login(browser, tool)
     second = platform.login(browser, tool)
-    refuse_case(platform, browser, tool, code="state_mismatch", claims=platform.claims(nonce=second["nonce"]), state=first["state"] + "x")
+    refuse_case(
+        platform,
+        browser,
+        tool,
+        code="state_mismatch",
+        claims=platform.claims(nonce=second["nonce"]),
+        state=first["state"] + "x",
+    )
 
 
 def test_missing_state(tool, platform, browser):
@@ -142,7 +155,9 @@ def test_unknown_issuer(tool, platform, unregistered_platform, browser):
     auth = platform.login(browser, tool)
     claims = unregistered_platform.claims(nonce=auth["nonce"])
     before = row_counts()
-    response = browser.post(auth["redirect_uri"], data={"id_token": unregistered_platform.sign(claims), "state": auth["state"]})
+    response = browser.post(
+        auth["redirect_uri"], data={"id_token": unregistered_platform.sign(claims), "state": auth["state"]}
+    )
     assert_refused(response, "unknown_platform")
     assert row_counts() == before
 
@@ -178,14 +193,18 @@ def test_role_without_access(tool, platform, browser):
 
 def test_malformed_and_missing_token(tool, platform, browser):
     auth = platform.login(browser, tool)
-    assert_refused(browser.post(auth["redirect_uri"], data={"id_token": "abc.def", "state": auth["state"]}), "malformed_token")
+    assert_refused(
+        browser.post(auth["redirect_uri"], data={"id_token": "abc.def", "state": auth["state"]}), "malformed_token"
+    )
     assert_refused(browser.post(auth["redirect_uri"], data={"state": auth["state"]}), "missing_token")
 
 
 def test_refusals_answer_json_when_asked(tool, platform, browser):
     auth = platform.login(browser, tool)
     response = browser.post(
-        auth["redirect_uri"], data={"id_token": "abc.def", "state": auth["state"]}, headers={"Accept": "application/json"}
+        auth["redirect_uri"],
+        data={"id_token": "abc.def", "state": auth["state"]},
+        headers={"Accept": "application/json"},
     )
     assert response.status_code == 400
     assert response.json()["error"]["code"] == "malformed_token"

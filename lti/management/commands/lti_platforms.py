@@ -1,6 +1,6 @@
 """List registered platforms, or activate one that arrived by dynamic registration.
 
-    python manage.py lti_platforms [--activate ID]
+python manage.py lti_platforms [--activate ID]
 """
 
 from __future__ import annotations

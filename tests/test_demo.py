@@ -1,0 +1,63 @@
+"""`./run demo` brings the app up on embedded defaults (SQLite, no services) with the dev LMS."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+import requests
+
+pytestmark = [pytest.mark.live]
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_run_demo_serves_the_development_lms_and_a_launch_works(tmp_path):
+    port = free_port()
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in {"DATABASE_URL", "REDIS_URL", "DJANGO_SETTINGS_MODULE", "SECRET_KEY", "PSEUDONYM_SECRET"}
+    }
+    env.update(DEMO_PORT=str(port), TUTOR_VAR_DIR=str(tmp_path))
+    process = subprocess.Popen(
+        [str(ROOT / "run"), "demo"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(120):
+            try:
+                if requests.get(base + "/healthz", timeout=1).status_code == 200:
+                    break
+            except requests.ConnectionError:
+                time.sleep(0.5)
+        else:
+            pytest.fail("the demo did not come up")
+        assert (tmp_path / "tutor.sqlite3").exists()  # embedded SQLite, no external database
+        browser = requests.Session()
+        auth_page = browser.get(base + "/devlms/start/?user=student")
+        from tests.devlms.test_devlms import follow_auto_post
+
+        landed = follow_auto_post(browser, auth_page)
+        assert landed.status_code == 200
+        assert 'data-testid="role">student<' in landed.text
+    finally:
+        os.killpg(process.pid, signal.SIGTERM)
+        output = process.communicate(timeout=30)[0]
+    assert f"open {base}/devlms/" in output
