@@ -13,6 +13,7 @@ from urllib.parse import urlsplit
 
 from django.conf import settings
 from django.http import HttpRequest, HttpResponse
+from django.utils.cache import add_never_cache_headers
 from lti_tool.models import LtiRegistration
 
 
@@ -38,11 +39,16 @@ def apply_frame_policy(response: HttpResponse) -> HttpResponse:
 
 
 def lms_frameable(view):
-    """Decorator for views rendered inside the LMS; their error pages get the same policy."""
+    """Decorator for views rendered inside the LMS; their error pages get the same policy.
+
+    These pages carry launch tokens and one-time tickets, so they are never cached.
+    """
 
     @functools.wraps(view)
     def wrapped(request: HttpRequest, *args, **kwargs):
         request.frame_policy = apply_frame_policy
-        return apply_frame_policy(view(request, *args, **kwargs))
+        response = apply_frame_policy(view(request, *args, **kwargs))
+        add_never_cache_headers(response)
+        return response
 
     return wrapped

@@ -147,6 +147,9 @@ USE_TZ = True
 
 STATIC_URL = "static/"
 STATIC_ROOT = Path(os.environ.get("STATIC_ROOT", BASE_DIR / "staticfiles"))
+# In debug (the demo) static files are served straight from the apps; production runs collectstatic.
+WHITENOISE_USE_FINDERS = DEBUG
+WHITENOISE_AUTOREFRESH = DEBUG
 
 # --- Security -----------------------------------------------------------------
 # Inside an LMS iframe the tool is a third party: cookies must be SameSite=None;

@@ -28,6 +28,7 @@ def test_launched_page_may_be_framed_by_registered_platforms_only(tool, platform
     assert platform.issuer in ancestors
     assert "https://school.instructure.com" in ancestors
     assert "*" not in ancestors and "https:" not in ancestors
+    assert "no-store" in response.headers["Cache-Control"]  # the page carries a launch token
 
 
 def test_refusal_pages_in_the_iframe_are_framable_too(tool, platform: TestPlatform, browser):

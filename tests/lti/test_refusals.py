@@ -208,3 +208,25 @@ def test_refusals_answer_json_when_asked(tool, platform, browser):
     )
     assert response.status_code == 400
     assert response.json()["error"]["code"] == "malformed_token"
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        {"lti_context": "not-an-object"},
+        {"lti_roles": "Learner"},
+        {"aud": {"client": "x"}},
+        {"nonce": 12345},
+        {"exp": "tomorrow"},
+        {"sub": 12345},
+        {"lti_deployment_id": ["deployment-1"]},
+        {"lti_deep_linking_settings": None, "lti_message_type": "LtiDeepLinkingRequest"},
+    ],
+    ids=lambda o: ",".join(o),
+)
+def test_claims_of_the_wrong_type_never_cause_a_500(tool, platform, browser, overrides):
+    before = row_counts()
+    response = platform.launch(browser, tool, **overrides)
+    assert 400 <= response.status_code < 500, (response.status_code, response.text[:500])
+    assert 'data-testid="error-code">' in response.text
+    assert row_counts() == before
