@@ -60,10 +60,10 @@ def _fetch_json(method: str, url: str, **kwargs) -> dict:
 def client_registration_request(*, platform_config: dict) -> dict:
     """Our OpenID Connect client registration, with the LTI tool configuration."""
     urls = tool_urls()
+    # Moodle lists message types as strings, Canvas as {"type": ...} objects.
     supported = {
-        message.get("type")
+        message.get("type") if isinstance(message, dict) else message
         for message in platform_config.get(PLATFORM_CONFIGURATION, {}).get("messages_supported", [])
-        if isinstance(message, dict)
     }
     messages = [
         {"type": "LtiResourceLinkRequest", "target_link_uri": urls["target_link_uri"], "label": settings.TOOL_TITLE}

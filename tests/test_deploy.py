@@ -20,7 +20,9 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def test_start_web_serves_production_settings(tmp_path):
     port = free_port()
-    env = {k: v for k, v in os.environ.items() if k not in {"DJANGO_SETTINGS_MODULE", "DEVLMS_ENABLED", "ALLOWED_HOSTS"}}
+    env = {
+        k: v for k, v in os.environ.items() if k not in {"DJANGO_SETTINGS_MODULE", "DEVLMS_ENABLED", "ALLOWED_HOSTS"}
+    }
     env.update(
         DJANGO_DEBUG="0",
         PUBLIC_BASE_URL="https://tutor.school.edu",

@@ -77,3 +77,94 @@ class Membership(models.Model):
 
     def __str__(self) -> str:
         return f"{self.person} ({self.role}) in {self.course}"
+
+
+class LearnerLevel(models.TextChoices):
+    PRIMARY = "primary", "Primary school"
+    SECONDARY = "secondary", "Secondary school"
+    UNDERGRADUATE = "undergraduate", "University (undergraduate)"
+    GRADUATE = "graduate", "University (graduate)"
+    ADULT = "adult", "Adult learners"
+
+
+class TutorSettings(models.Model):
+    """A course's tutor, as its teachers set it. Defaults make a new course work at once."""
+
+    course = models.OneToOneField(Course, related_name="tutor_settings", on_delete=models.CASCADE)
+    persona = models.TextField(
+        blank=True,
+        default="You are a patient, encouraging tutor. Explain step by step and check understanding.",
+    )
+    instructions = models.TextField(blank=True, help_text="Extra instructions from the course's teachers.")
+    subject = models.CharField(max_length=200, blank=True)
+    level = models.CharField(max_length=20, choices=LearnerLevel.choices, default=LearnerLevel.SECONDARY)
+    reply_language = models.CharField(max_length=60, default="the student's language")
+    socratic = models.BooleanField(default=False, help_text="Guide the student toward the answer instead of giving it.")
+    updated_at = models.DateTimeField(auto_now=True)
+
+    def __str__(self) -> str:
+        return f"Tutor settings of {self.course}"
+
+
+class Conversation(models.Model):
+    """One student's chat with a course's tutor."""
+
+    course = models.ForeignKey(Course, related_name="conversations", on_delete=models.CASCADE)
+    placement = models.ForeignKey(Placement, related_name="conversations", null=True, on_delete=models.SET_NULL)
+    person = models.ForeignKey(Person, related_name="conversations", on_delete=models.CASCADE)
+    title = models.CharField(max_length=200, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        indexes = [models.Index(fields=["person", "course", "-updated_at"])]
+
+    def __str__(self) -> str:
+        return self.title or f"Conversation {self.pk}"
+
+
+class MessageStatus(models.TextChoices):
+    COMPLETE = "complete", "Complete"
+    STREAMING = "streaming", "Being generated"
+    INTERRUPTED = "interrupted", "Cut short"
+    FAILED = "failed", "Failed"
+
+
+class Message(models.Model):
+    """A student message or a tutor reply. A student message is committed before the model is called."""
+
+    class Sender(models.TextChoices):
+        STUDENT = "user", "Student"
+        TUTOR = "assistant", "Tutor"
+
+    conversation = models.ForeignKey(Conversation, related_name="messages", on_delete=models.CASCADE)
+    sender = models.CharField(max_length=16, choices=Sender.choices)
+    content = models.TextField()
+    status = models.CharField(max_length=16, choices=MessageStatus.choices, default=MessageStatus.COMPLETE)
+    error_code = models.CharField(max_length=64, blank=True)
+    model_name = models.CharField(max_length=200, blank=True)
+    guardrail = models.CharField(max_length=64, blank=True, help_text="The rule that screened this message, if any.")
+    student_rating = models.SmallIntegerField(null=True, blank=True, help_text="+1 or -1, from the student")
+    created_at = models.DateTimeField(auto_now_add=True)
+    completed_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["id"]
+
+    def __str__(self) -> str:
+        return f"{self.sender} message {self.pk}"
+
+
+class Flag(models.Model):
+    """Something a course's teachers should look at (raised by guardrails or people)."""
+
+    course = models.ForeignKey(Course, related_name="flags", on_delete=models.CASCADE)
+    conversation = models.ForeignKey(Conversation, related_name="flags", on_delete=models.CASCADE)
+    message = models.ForeignKey(Message, related_name="flags", on_delete=models.CASCADE)
+    category = models.CharField(max_length=64)
+    reason = models.CharField(max_length=300)
+    created_at = models.DateTimeField(auto_now_add=True)
+    resolved_at = models.DateTimeField(null=True, blank=True)
+
+    def __str__(self) -> str:
+        return f"{self.category} flag on message {self.message_id}"

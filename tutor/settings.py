@@ -8,6 +8,7 @@ PUBLIC_BASE_URL to an https URL, SECRET_KEY, PSEUDONYM_SECRET and DATABASE_URL.
 
 from __future__ import annotations
 
+import json
 import os
 import secrets
 from pathlib import Path
@@ -81,6 +82,7 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "django.contrib.staticfiles",
     "rest_framework",
+    "drf_spectacular",
     # Our lti app comes before lti_tool so its rotate_keys command replaces django-lti's.
     "lti",
     "lti_tool",
@@ -193,6 +195,39 @@ LAUNCH_TOKEN_MAX_AGE = int(os.environ.get("LAUNCH_TOKEN_MAX_AGE", str(2 * 60 * 6
 LTI_DYNAMIC_REGISTRATION_ENABLED = env_bool("LTI_DYNAMIC_REGISTRATION_ENABLED", True)
 TOOL_TITLE = os.environ.get("TOOL_TITLE", "AI Tutor")
 
+# --- Model serving (serving/) ------------------------------------------------------
+# Folder of the base model vLLM serves (a Hugging Face causal LM). Empty: the embedded
+# demo model, SmolLM2-135M-Instruct, converted once by `manage.py model_prepare`.
+MODEL_PATH = os.environ.get("MODEL_PATH", "")
+MODEL_DEMO_DIR = Path(os.environ.get("MODEL_DEMO_DIR", VAR_DIR / "models" / "smollm2-135m-instruct"))
+# The name vLLM serves the base model under (the `model` of chat requests without an adapter).
+MODEL_SERVED_NAME = os.environ.get("MODEL_SERVED_NAME", "base")
+# A chat template file to use instead of the one the project picks for the model family.
+MODEL_CHAT_TEMPLATE = os.environ.get("MODEL_CHAT_TEMPLATE", "")
+# Where vLLM listens. Its adapter endpoints are unauthenticated: keep it on a private address.
+VLLM_HOST = os.environ.get("VLLM_HOST", "127.0.0.1")
+VLLM_PORT = int(os.environ.get("VLLM_PORT", "8001"))
+VLLM_BASE_URL = os.environ.get("VLLM_BASE_URL", f"http://{VLLM_HOST}:{VLLM_PORT}")
+VLLM_MAX_LORAS = int(os.environ.get("VLLM_MAX_LORAS", "4"))
+VLLM_MAX_CPU_LORAS = int(os.environ.get("VLLM_MAX_CPU_LORAS", "16"))
+VLLM_MAX_LORA_RANK = int(os.environ.get("VLLM_MAX_LORA_RANK", "16"))
+VLLM_MAX_MODEL_LEN = int(os.environ.get("VLLM_MAX_MODEL_LEN", "4096"))
+VLLM_EXTRA_ARGS = os.environ.get("VLLM_EXTRA_ARGS", "")
+# Seconds to wait for the model server: to connect, and for a whole reply (or between streamed tokens).
+MODEL_CONNECT_TIMEOUT_SECONDS = float(os.environ.get("MODEL_CONNECT_TIMEOUT_SECONDS", "5"))
+MODEL_REPLY_TIMEOUT_SECONDS = float(os.environ.get("MODEL_REPLY_TIMEOUT_SECONDS", "120"))
+# Longest tutor reply, in tokens; sampling temperature.
+MODEL_MAX_REPLY_TOKENS = int(os.environ.get("MODEL_MAX_REPLY_TOKENS", "512"))
+MODEL_TEMPERATURE = float(os.environ.get("MODEL_TEMPERATURE", "0.3"))
+
+# --- Chat limits ---------------------------------------------------------------------
+CHAT_MAX_MESSAGE_CHARS = int(os.environ.get("CHAT_MAX_MESSAGE_CHARS", "4000"))
+CHAT_RATE_LIMIT = os.environ.get("CHAT_RATE_LIMIT", "20/min")
+# Turns of history (student + tutor messages) sent with each request.
+CHAT_HISTORY_MESSAGES = int(os.environ.get("CHAT_HISTORY_MESSAGES", "20"))
+GUARDRAILS_EXTRA_INPUT_RULES = json.loads(os.environ.get("GUARDRAILS_EXTRA_INPUT_RULES", "{}"))
+GUARDRAILS_EXTRA_OUTPUT_RULES = json.loads(os.environ.get("GUARDRAILS_EXTRA_OUTPUT_RULES", "{}"))
+
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
         "tutor.auth.LaunchTokenAuthentication",
@@ -201,6 +236,13 @@ REST_FRAMEWORK = {
     "DEFAULT_PERMISSION_CLASSES": ["tutor.auth.IsLaunched"],
     "EXCEPTION_HANDLER": "tutor.errors.api_exception_handler",
     "UNAUTHENTICATED_USER": None,
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "DEFAULT_THROTTLE_RATES": {"chat": CHAT_RATE_LIMIT},
+}
+SPECTACULAR_SETTINGS = {
+    "TITLE": "AI Tutor API",
+    "DESCRIPTION": "Chat with a course's tutor. Authenticate with the launch token: `Authorization: Bearer <token>`.",
+    "VERSION": "1",
 }
 
 LOGGING = {

@@ -109,3 +109,13 @@ def test_dynamic_registration_can_be_turned_off(tool, moodle, settings):
     page = open_registration(tool, moodle)
     assert page.status_code == 403
     assert not moodle.recorded.registration_posts
+
+
+def test_canvas_style_message_list_without_deep_linking_is_respected(tool, moodle):
+    config = moodle.openid_configuration()
+    platform_config = config["https://purl.imsglobal.org/spec/lti-platform-configuration"]
+    platform_config["messages_supported"] = [{"type": "LtiResourceLinkRequest"}]
+    from lti.dynamic_registration import client_registration_request
+
+    request = client_registration_request(platform_config=config)
+    assert [m["type"] for m in request[TOOL_CONFIGURATION]["messages"]] == ["LtiResourceLinkRequest"]

@@ -121,7 +121,8 @@ class TestPlatform:
             "https://purl.imsglobal.org/spec/lti-platform-configuration": {
                 "product_family_code": "moodle",
                 "version": "4.5",
-                "messages_supported": [{"type": "LtiResourceLinkRequest"}, {"type": "LtiDeepLinkingRequest"}],
+                # Moodle lists them as strings (Canvas as {"type": ...} objects).
+                "messages_supported": ["LtiResourceLinkRequest", "LtiDeepLinkingRequest"],
                 "placements": ["AddContentMenu"],
                 "variables": ["CourseSection.timeFrame.end", "ResourceLink.id"],
             },

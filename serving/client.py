@@ -1,0 +1,96 @@
+"""The model-server client: the only code that talks to vLLM.
+
+vLLM speaks the OpenAI API, so this uses the `openai` package (sync for JSON
+replies, async for streams) against `VLLM_BASE_URL/v1`, with our timeouts and
+no hidden retries: a failure becomes `ModelServerUnavailable` (the chat turns it
+into a clear 503 and keeps the student's message). serving imports nothing from
+the other apps.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from functools import cache
+
+import httpx
+import openai
+from django.conf import settings
+
+
+class ModelServerUnavailable(Exception):
+    """The model server could not give a reply; the message says why in plain words."""
+
+
+@dataclass(frozen=True)
+class Reply:
+    content: str
+    finish_reason: str | None
+    model: str
+
+
+def _timeout() -> httpx.Timeout:
+    return httpx.Timeout(settings.MODEL_REPLY_TIMEOUT_SECONDS, connect=settings.MODEL_CONNECT_TIMEOUT_SECONDS)
+
+
+@cache
+def _sync_client(base_url: str) -> openai.OpenAI:
+    return openai.OpenAI(base_url=base_url + "/v1", api_key="unused", max_retries=0, timeout=_timeout())
+
+
+def _async_client(base_url: str) -> openai.AsyncOpenAI:
+    # One per event loop: httpx's async pool is bound to the loop that created it.
+    return openai.AsyncOpenAI(base_url=base_url + "/v1", api_key="unused", max_retries=0, timeout=_timeout())
+
+
+def _unavailable(exc: Exception) -> ModelServerUnavailable:
+    if isinstance(exc, openai.APITimeoutError):
+        message = "The tutor took too long to answer. Your message is saved; try again."
+    elif isinstance(exc, openai.APIStatusError):
+        message = (
+            f"The tutor's model server answered with an error ({exc.status_code}). Your message is saved; try again."
+        )
+    else:
+        message = "The tutor's model server cannot be reached. Your message is saved; try again in a moment."
+    return ModelServerUnavailable(message)
+
+
+def _request(model: str, messages: list[dict]) -> dict:
+    return {
+        "model": model,
+        "messages": messages,
+        "max_tokens": settings.MODEL_MAX_REPLY_TOKENS,
+        "temperature": settings.MODEL_TEMPERATURE,
+    }
+
+
+def chat_complete(*, model: str, messages: list[dict]) -> Reply:
+    """The whole reply at once."""
+    try:
+        completion = _sync_client(settings.VLLM_BASE_URL).chat.completions.create(**_request(model, messages))
+    except openai.OpenAIError as exc:
+        raise _unavailable(exc) from exc
+    choice = completion.choices[0]
+    return Reply(content=choice.message.content or "", finish_reason=choice.finish_reason, model=completion.model)
+
+
+async def chat_stream(*, model: str, messages: list[dict]) -> AsyncIterator[str]:
+    """The reply as it is generated, piece by piece."""
+    client = _async_client(settings.VLLM_BASE_URL)
+    try:
+        stream = await client.chat.completions.create(**_request(model, messages), stream=True)
+        async for chunk in stream:
+            if chunk.choices and chunk.choices[0].delta.content:
+                yield chunk.choices[0].delta.content
+    except openai.OpenAIError as exc:
+        raise _unavailable(exc) from exc
+    finally:
+        await client.close()
+
+
+def model_for_course(*, course_id: int) -> str:
+    """The model name a course's requests use: its active adapter, else the base model.
+
+    Adapters arrive with the retraining loop; until then every course uses the base model.
+    """
+    return settings.MODEL_SERVED_NAME

