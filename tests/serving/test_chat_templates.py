@@ -1,0 +1,92 @@
+"""The project's chat templates match each model family's reference prompt exactly."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+from mistral_common.protocol.instruct.messages import AssistantMessage, SystemMessage, UserMessage
+from mistral_common.protocol.instruct.request import ChatCompletionRequest
+from mistral_common.tokens.tokenizers.mistral import MistralTokenizer
+from transformers.utils.chat_template_utils import render_jinja_template
+
+from serving.chat_templates import TEMPLATE_DIR
+
+pytestmark = [pytest.mark.fast]
+
+MISTRAL = (TEMPLATE_DIR / "mistral_instruct.jinja").read_text()
+CHATML = (TEMPLATE_DIR / "chatml.jinja").read_text()
+
+CONVERSATIONS = [
+    [{"role": "user", "content": "What is a ratio?"}],
+    [{"role": "system", "content": "You are a maths tutor.\nBe brief."}, {"role": "user", "content": "What is 1/2 + 1/4?"}],
+    [
+        {"role": "system", "content": "Guide, do not tell."},
+        {"role": "user", "content": "Solve 2x = 6"},
+        {"role": "assistant", "content": "What could you divide both sides by?"},
+        {"role": "user", "content": "By 2? So x = 3."},
+    ],
+]
+
+_MISTRAL_MESSAGE = {"system": SystemMessage, "user": UserMessage, "assistant": AssistantMessage}
+
+
+def render(template: str, messages: list[dict], **tokens) -> str:
+    rendered, _ = render_jinja_template(
+        conversations=[messages], chat_template=template, add_generation_prompt=True, **tokens
+    )
+    return rendered[0]
+
+
+@pytest.mark.parametrize("messages", CONVERSATIONS, ids=["no system", "system", "multi-turn"])
+def test_mistral_template_tokenizes_exactly_like_mistral_common(messages):
+    """mistral-common's Mixtral 8x7B (v1) tokenizer is the reference Mixtral-Instruct prompt."""
+    tokenizer = MistralTokenizer.v1()
+    reference = tokenizer.encode_chat_completion(
+        ChatCompletionRequest(messages=[_MISTRAL_MESSAGE[m["role"]](content=m["content"]) for m in messages])
+    ).tokens
+    raw = tokenizer.instruct_tokenizer.tokenizer
+    ours: list[int] = []
+    for part in re.split(r"(<s>|</s>)", render(MISTRAL, messages, bos_token="<s>", eos_token="</s>")):
+        if part == "<s>":
+            ours.append(raw.bos_id)
+        elif part == "</s>":
+            ours.append(raw.eos_id)
+        elif part:
+            ours += raw.encode(part, bos=False, eos=False)
+    assert ours == reference
+
+
+def test_mistral_template_folds_the_system_prompt_into_the_first_turn():
+    text = render(MISTRAL, CONVERSATIONS[2], bos_token="<s>", eos_token="</s>")
+    assert text == (
+        "<s>[INST] Guide, do not tell.\n\nSolve 2x = 6 [/INST] What could you divide both sides by?</s>"
+        "[INST] By 2? So x = 3. [/INST]"
+    )
+
+
+def test_mistral_template_refuses_roles_that_do_not_alternate():
+    with pytest.raises(Exception, match="alternate"):
+        render(MISTRAL, [{"role": "user", "content": "a"}, {"role": "user", "content": "b"}], bos_token="<s>", eos_token="</s>")
+
+
+def test_chatml_template_matches_smollm2_own_template_when_a_system_prompt_is_given():
+    from serving.demo_model import gguf_path  # noqa: F401  (the package is installed with the model stack)
+
+    smollm2 = (
+        "{% for message in messages %}{% if loop.first and messages[0]['role'] != 'system' %}"
+        "{{ '<|im_start|>system\nYou are a helpful AI assistant named SmolLM, trained by Hugging Face<|im_end|>\n' }}"
+        "{% endif %}{{'<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n'}}"
+        "{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
+    )
+    for messages in CONVERSATIONS[1:]:
+        assert render(CHATML, messages) == render(smollm2, messages)
+
+
+def test_templates_mark_the_tutor_turns_for_training():
+    """{% generation %} marks exactly the assistant content (+ end token), so loss falls on the tutor only."""
+    rendered, masks = render_jinja_template(
+        conversations=[CONVERSATIONS[2]], chat_template=CHATML, return_assistant_tokens_mask=True
+    )
+    text, (start, end) = rendered[0], masks[0][0]
+    assert text[start:end] == "What could you divide both sides by?<|im_end|>"
