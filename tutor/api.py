@@ -1,16 +1,228 @@
-"""The REST API (DRF). Views parse input, call one service or selector, render output."""
+"""The REST API (DRF; schema at /api/schema/). Views parse input, call one service, render output.
+
+Authentication: the launch token (`Authorization: Bearer …`) or the launched
+session. A caller only ever sees their own conversations in the launched course.
+"""
 
 from __future__ import annotations
 
+import json
+from collections.abc import AsyncIterator
+
+from django.conf import settings
+from django.http import StreamingHttpResponse
+from drf_spectacular.utils import extend_schema
+from rest_framework import serializers, status
 from rest_framework.request import Request
 from rest_framework.response import Response
+from rest_framework.throttling import SimpleRateThrottle
 from rest_framework.views import APIView
 
+from tutor import chat
+from tutor.models import Conversation, LearnerLevel
 from tutor.selectors import launched_profile
 
 
+class ChatThrottle(SimpleRateThrottle):
+    """Per-person chat rate limit (CHAT_RATE_LIMIT, e.g. `20/min`), answered with 429."""
+
+    scope = "chat"
+
+    def get_rate(self):
+        return settings.CHAT_RATE_LIMIT
+
+    def get_cache_key(self, request, view):
+        return f"throttle:chat:{request.user.membership.person_id}"
+
+
+class MessageOut(serializers.Serializer):
+    id = serializers.IntegerField()
+    role = serializers.ChoiceField(choices=["user", "assistant"])
+    content = serializers.CharField()
+    status = serializers.CharField()
+    screened = serializers.BooleanField()
+    rating = serializers.IntegerField(allow_null=True)
+    created_at = serializers.CharField()
+
+
+class ConversationOut(serializers.Serializer):
+    id = serializers.IntegerField()
+    title = serializers.CharField()
+    created_at = serializers.DateTimeField()
+    updated_at = serializers.DateTimeField()
+
+
+class ConversationDetailOut(ConversationOut):
+    messages = MessageOut(many=True)
+
+
+class MessageIn(serializers.Serializer):
+    content = serializers.CharField(trim_whitespace=True, allow_blank=False)
+
+
+class ExchangeOut(serializers.Serializer):
+    message = MessageOut()
+    reply = MessageOut()
+
+
+class RatingIn(serializers.Serializer):
+    value = serializers.ChoiceField(choices=[-1, 0, 1])
+
+
+class TutorSettingsIO(serializers.Serializer):
+    persona = serializers.CharField(allow_blank=True, max_length=4000)
+    instructions = serializers.CharField(allow_blank=True, max_length=4000)
+    subject = serializers.CharField(allow_blank=True, max_length=200)
+    level = serializers.ChoiceField(choices=LearnerLevel.choices)
+    reply_language = serializers.CharField(max_length=60)
+    socratic = serializers.BooleanField()
+
+
+def conversation_payload(conversation: Conversation, *, with_messages: bool = False) -> dict:
+    payload = {
+        "id": conversation.id,
+        "title": conversation.title,
+        "created_at": conversation.created_at,
+        "updated_at": conversation.updated_at,
+    }
+    if with_messages:
+        payload["messages"] = [chat.message_payload(m) for m in conversation.messages.order_by("id")]
+    return payload
+
+
 class MeApi(APIView):
-    """The launched caller: `GET /api/v1/me/`."""
+    """The launched caller: role and course."""
 
     def get(self, request: Request) -> Response:
         return Response(launched_profile(launched=request.user))
+
+
+class ConversationListApi(APIView):
+    @extend_schema(responses=ConversationOut(many=True))
+    def get(self, request: Request) -> Response:
+        conversations = Conversation.objects.filter(
+            person_id=request.user.membership.person_id, course_id=request.user.course_id
+        ).order_by("-updated_at")
+        return Response([conversation_payload(c) for c in conversations])
+
+    @extend_schema(request=None, responses={201: ConversationOut})
+    def post(self, request: Request) -> Response:
+        conversation = chat.conversation_start(launched=request.user)
+        return Response(conversation_payload(conversation), status=status.HTTP_201_CREATED)
+
+
+class ConversationDetailApi(APIView):
+    @extend_schema(responses=ConversationDetailOut)
+    def get(self, request: Request, conversation_id: int) -> Response:
+        conversation = chat.conversation_get(launched=request.user, conversation_id=conversation_id)
+        return Response(conversation_payload(conversation, with_messages=True))
+
+
+class MessageCreateApi(APIView):
+    """Send a message; the tutor's complete reply comes back in the same response."""
+
+    throttle_classes = [ChatThrottle]
+
+    @extend_schema(request=MessageIn, responses={201: ExchangeOut})
+    def post(self, request: Request, conversation_id: int) -> Response:
+        conversation = chat.conversation_get(launched=request.user, conversation_id=conversation_id)
+        data = MessageIn(data=request.data)
+        data.is_valid(raise_exception=True)
+        posted = chat.message_post(conversation=conversation, content=data.validated_data["content"])
+        reply = posted.screened_reply or chat.reply_generate(conversation=conversation)
+        return Response(
+            {"message": chat.message_payload(posted.message), "reply": chat.message_payload(reply)},
+            status=status.HTTP_201_CREATED,
+        )
+
+
+class ReplyRetryApi(APIView):
+    """Ask again for the tutor's reply to the last unanswered message (after a model failure)."""
+
+    throttle_classes = [ChatThrottle]
+
+    @extend_schema(request=None, responses={201: MessageOut})
+    def post(self, request: Request, conversation_id: int) -> Response:
+        conversation = chat.conversation_get(launched=request.user, conversation_id=conversation_id)
+        reply = chat.reply_generate(conversation=conversation)
+        return Response(chat.message_payload(reply), status=status.HTTP_201_CREATED)
+
+
+class MessageRatingApi(APIView):
+    @extend_schema(request=RatingIn, responses=MessageOut)
+    def post(self, request: Request, message_id: int) -> Response:
+        data = RatingIn(data=request.data)
+        data.is_valid(raise_exception=True)
+        message = chat.message_rate(launched=request.user, message_id=message_id, value=data.validated_data["value"])
+        return Response(chat.message_payload(message))
+
+
+class TutorSettingsApi(APIView):
+    """The launched course's tutor settings; teachers and admins may change them."""
+
+    @extend_schema(responses=TutorSettingsIO)
+    def get(self, request: Request) -> Response:
+        return Response(TutorSettingsIO(chat.tutor_settings_get(course_id=request.user.course_id)).data)
+
+    @extend_schema(request=TutorSettingsIO, responses=TutorSettingsIO)
+    def put(self, request: Request) -> Response:
+        data = TutorSettingsIO(data=request.data)
+        data.is_valid(raise_exception=True)
+        tutor_settings = chat.tutor_settings_update(launched=request.user, **data.validated_data)
+        return Response(TutorSettingsIO(tutor_settings).data)
+
+
+async def _sse(events) -> AsyncIterator[bytes]:
+    async for event in events:
+        name = event.pop("event")
+        yield f"event: {name}\ndata: {json.dumps(event)}\n\n".encode()
+
+
+async def _screened_events(posted: chat.Posted) -> AsyncIterator[dict]:
+    reply = posted.screened_reply
+    yield {"event": "start", "reply_id": reply.id, "message_id": posted.message.id}
+    yield {"event": "replaced", "text": reply.content}
+    yield {"event": "done", "reply": chat.message_payload(reply)}
+
+
+def _event_stream(events) -> StreamingHttpResponse:
+    response = StreamingHttpResponse(_sse(events), content_type="text/event-stream")
+    response["Cache-Control"] = "no-cache"
+    response["X-Accel-Buffering"] = "no"  # nginx: pass tokens through as they come
+    return response
+
+
+class MessageStreamApi(APIView):
+    """Send a message; the reply streams back as Server-Sent Events.
+
+    Events: `start` {reply_id, message_id}, `token` {text}…, then `done` {reply}, or
+    `replaced` {text} when a guardrail swapped the reply (followed by `done`), or
+    `error` {code, message, message_id} when the model server failed (the message is
+    kept; POST …/reply/stream/ retries). The stream is generated asynchronously: no
+    thread is held while tokens arrive.
+    """
+
+    throttle_classes = [ChatThrottle]
+
+    @extend_schema(request=MessageIn, responses={(200, "text/event-stream"): str})
+    def post(self, request: Request, conversation_id: int) -> StreamingHttpResponse:
+        conversation = chat.conversation_get(launched=request.user, conversation_id=conversation_id)
+        data = MessageIn(data=request.data)
+        data.is_valid(raise_exception=True)
+        posted = chat.message_post(conversation=conversation, content=data.validated_data["content"])
+        if posted.screened_reply is not None:
+            return _event_stream(_screened_events(posted))
+        return _event_stream(chat.reply_stream(conversation=conversation))
+
+
+class ReplyStreamApi(APIView):
+    """Retry the reply to the last unanswered message, streamed (same events as above)."""
+
+    throttle_classes = [ChatThrottle]
+
+    @extend_schema(request=None, responses={(200, "text/event-stream"): str})
+    def post(self, request: Request, conversation_id: int) -> StreamingHttpResponse:
+        conversation = chat.conversation_get(launched=request.user, conversation_id=conversation_id)
+        if chat.unanswered_student_message(conversation=conversation) is None:
+            raise chat.NothingToAnswer("There is no student message waiting for an answer.")
+        return _event_stream(chat.reply_stream(conversation=conversation))

@@ -103,6 +103,10 @@ def api_exception_handler(exc: Exception, context: dict) -> HttpResponse | None:
         message, detail = "Some fields are not valid.", {"fields": response.data}
     else:
         message, detail = str(getattr(exc, "detail", exc)), {}
+    if isinstance(exc, drf_exceptions.Throttled):
+        code = "rate_limited"
+        message = f"You are sending messages too fast. Try again in {int(exc.wait or 1)} seconds."
+        detail = {"retry_after_seconds": int(exc.wait or 1)}
     if isinstance(exc, drf_exceptions.NotAuthenticated):
         code, message = NotAuthenticated.code, "Open the tutor from your course to continue."
     response.data = {"error": {"code": code, "message": message, "detail": detail}}

@@ -7,6 +7,7 @@ from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
 
 from tutor.auth import launch_session_store, launch_token_mint
+from tutor.models import LearnerLevel
 from tutor.services import CourseEntry
 
 
@@ -25,5 +26,7 @@ def course_home(request: HttpRequest, *, entry: CourseEntry) -> HttpResponse:
             "role": membership.role,
             "launch_token": token,
             "tool_title": settings.TOOL_TITLE,
+            "max_message_chars": settings.CHAT_MAX_MESSAGE_CHARS,
+            "levels": LearnerLevel.choices,
         },
     )

