@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import requests
 
-pytestmark = [pytest.mark.live]
+pytestmark = [pytest.mark.live, pytest.mark.real_model]
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -30,7 +30,7 @@ def test_run_demo_serves_the_development_lms_and_a_launch_works(tmp_path):
         for k, v in os.environ.items()
         if k not in {"DATABASE_URL", "REDIS_URL", "DJANGO_SETTINGS_MODULE", "SECRET_KEY", "PSEUDONYM_SECRET"}
     }
-    env.update(DEMO_PORT=str(port), TUTOR_VAR_DIR=str(tmp_path))
+    env.update(DEMO_PORT=str(port), TUTOR_VAR_DIR=str(tmp_path), VLLM_PORT=str(free_port()))
     process = subprocess.Popen(
         [str(ROOT / "run"), "demo"],
         env=env,
@@ -41,11 +41,11 @@ def test_run_demo_serves_the_development_lms_and_a_launch_works(tmp_path):
     )
     base = f"http://127.0.0.1:{port}"
     try:
-        for _ in range(120):
+        for _ in range(600):  # the demo starts vLLM first (about a minute)
             try:
                 if requests.get(base + "/healthz", timeout=1).status_code == 200:
                     break
-            except requests.ConnectionError:
+            except requests.RequestException:
                 time.sleep(0.5)
         else:
             pytest.fail("the demo did not come up")
@@ -57,6 +57,16 @@ def test_run_demo_serves_the_development_lms_and_a_launch_works(tmp_path):
         landed = follow_auto_post(browser, auth_page)
         assert landed.status_code == 200
         assert 'data-testid="role">student<' in landed.text
+        # ...and chat with the local model: a streamed reply arrives.
+        import re
+
+        auth = {"Authorization": "Bearer " + re.search(r'name="launch-token" content="([^"]+)"', landed.text).group(1)}
+        conversation = requests.post(base + "/api/v1/conversations/", headers=auth).json()["id"]
+        reply = requests.post(
+            f"{base}/api/v1/conversations/{conversation}/messages/stream/", json={"content": "Hello!"}, headers=auth
+        )
+        assert reply.status_code == 200
+        assert "event: token" in reply.text and "event: done" in reply.text
     finally:
         os.killpg(process.pid, signal.SIGTERM)
         output = process.communicate(timeout=30)[0]

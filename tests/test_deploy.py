@@ -50,7 +50,7 @@ def test_start_web_serves_production_settings(tmp_path):
             try:
                 health = requests.get(f"http://127.0.0.1:{port}/healthz", headers=headers, timeout=1)
                 break
-            except requests.ConnectionError:
+            except requests.RequestException:
                 time.sleep(0.5)
         else:
             pytest.fail("start-web.sh did not come up")

@@ -6,3 +6,8 @@ from django.core.asgi import get_asgi_application
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "tutor.settings")
 application = get_asgi_application()
+
+# Load the URLconf (and the API's imports) now, not on the first request.
+from django.urls import get_resolver  # noqa: E402
+
+get_resolver().url_patterns
