@@ -9,6 +9,8 @@ the other apps.
 
 from __future__ import annotations
 
+import asyncio
+import weakref
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from functools import cache
@@ -38,9 +40,20 @@ def _sync_client(base_url: str) -> openai.OpenAI:
     return openai.OpenAI(base_url=base_url + "/v1", api_key="unused", max_retries=0, timeout=_timeout())
 
 
+_async_clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[str, openai.AsyncOpenAI]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
 def _async_client(base_url: str) -> openai.AsyncOpenAI:
-    # One per event loop: httpx's async pool is bound to the loop that created it.
-    return openai.AsyncOpenAI(base_url=base_url + "/v1", api_key="unused", max_retries=0, timeout=_timeout())
+    """One client (one connection pool) per event loop and server: httpx's async pool is bound to
+    the loop that made it, and making a client per stream costs milliseconds of every reply's start."""
+    per_loop = _async_clients.setdefault(asyncio.get_running_loop(), {})
+    if base_url not in per_loop:
+        per_loop[base_url] = openai.AsyncOpenAI(
+            base_url=base_url + "/v1", api_key="unused", max_retries=0, timeout=_timeout()
+        )
+    return per_loop[base_url]
 
 
 def _unavailable(exc: Exception) -> ModelServerUnavailable:
@@ -84,8 +97,6 @@ async def chat_stream(*, model: str, messages: list[dict]) -> AsyncIterator[str]
                 yield chunk.choices[0].delta.content
     except openai.OpenAIError as exc:
         raise _unavailable(exc) from exc
-    finally:
-        await client.close()
 
 
 def model_for_course(*, course_id: int) -> str:

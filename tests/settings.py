@@ -20,4 +20,4 @@ os.environ.setdefault("MODEL_DEMO_DIR", str(_repo / "var" / "models" / "smollm2-
 os.environ.setdefault("MODEL_MAX_REPLY_TOKENS", "24")
 os.environ.setdefault("MODEL_TEMPERATURE", "0")
 
-from tutor.settings import *  # noqa: F403
+from tutor.settings import *  # noqa: E402, F403

@@ -10,4 +10,4 @@ application = get_asgi_application()
 # Load the URLconf (and the API's imports) now, not on the first request.
 from django.urls import get_resolver  # noqa: E402
 
-get_resolver().url_patterns
+_url_patterns = get_resolver().url_patterns

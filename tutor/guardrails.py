@@ -28,7 +28,7 @@ from django.conf import settings
 
 INPUT_RULES: dict[str, list[str]] = {
     "self_harm": [
-        r"\b(kill|hurt|harm|cut)(ing)? myself\b",
+        r"\b(kill(ing)?|hurt(ing)?|harm(ing)?|cut(ting)?) myself\b",
         r"\bsuicid(e|al)\b",
         r"\b(want|going|plan(ning)?) to die\b",
         r"\bend (it all|my life)\b",
@@ -37,8 +37,8 @@ INPUT_RULES: dict[str, list[str]] = {
         r"\bdon'?t want to (live|be alive)\b",
     ],
     "abuse": [
-        r"\b(he|she|they|my (dad|father|mum|mom|mother|stepdad|stepmom|uncle|aunt|teacher|coach|brother|sister|boyfriend|girlfriend)) "
-        r"(hits|beats|hurts|touches|kicks|burns) me\b",
+        r"\b(he|she|they|my (dad|father|mum|mom|mother|stepdad|stepmom|uncle|aunt|teacher|coach|brother|sister"
+        r"|boyfriend|girlfriend)) (hits|beats|hurts|touches|kicks|burns) me\b",
         r"\b(being|been|am|was|get|getting) (abused|bullied|molested|beaten)\b",
         r"\btouch(es|ed)? me (inappropriately|where)\b",
         r"\bafraid to go home\b",
@@ -46,7 +46,8 @@ INPUT_RULES: dict[str, list[str]] = {
     "prompt_injection": [
         r"\b(ignore|disregard|forget|override)\b.{0,40}\b(previous|prior|above|earlier|all|your|the)\b.{0,20}"
         r"\b(instructions?|rules|prompt|directions)\b",
-        r"\b(reveal|show|print|repeat|tell me|what (is|are))\b.{0,30}\b(system prompt|your (instructions|rules|prompt))\b",
+        r"\b(reveal|show|print|repeat|tell me|what (is|are))\b.{0,30}"
+        r"\b(system prompt|your (instructions|rules|prompt))\b",
         r"\byou are (now|no longer)\b.{0,40}\b(not a tutor|unrestricted|jailbroken|dan|evil)\b",
         r"\b(jailbreak|developer mode|do anything now)\b",
         r"^\s*(system|assistant)\s*:",

@@ -2,7 +2,6 @@ from django.conf import settings
 from django.contrib import admin
 from django.http import HttpResponse
 from django.urls import include, path
-
 from drf_spectacular.views import SpectacularAPIView
 
 from tutor import api
