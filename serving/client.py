@@ -92,9 +92,11 @@ async def chat_stream(*, model: str, messages: list[dict]) -> AsyncIterator[str]
     client = _async_client(settings.VLLM_BASE_URL)
     try:
         stream = await client.chat.completions.create(**_request(model, messages), stream=True)
-        async for chunk in stream:
-            if chunk.choices and chunk.choices[0].delta.content:
-                yield chunk.choices[0].delta.content
+        # Leaving the block early (the student left) closes the response, which makes vLLM abort the request.
+        async with stream:
+            async for chunk in stream:
+                if chunk.choices and chunk.choices[0].delta.content:
+                    yield chunk.choices[0].delta.content
     except openai.OpenAIError as exc:
         raise _unavailable(exc) from exc
 

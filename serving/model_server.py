@@ -63,7 +63,7 @@ def serving_dtype() -> str:
 
 def model_server_command() -> ServerCommand:
     model_dir = base_model_dir()
-    if not (model_dir / "config.json").exists():
+    if not settings.MODEL_PATH and not (model_dir / "config.json").exists():
         raise FileNotFoundError(
             f"No model at {model_dir}. Run `python manage.py model_prepare` for the demo model, or set MODEL_PATH."
         )

@@ -222,7 +222,7 @@ async def reply_stream(*, conversation: Conversation) -> AsyncIterator[dict]:
     try:
         async for piece in chat_stream(model=model, messages=messages):
             parts.append(piece)
-            if guardrails.screen_output("".join(parts), system_prompt=system_prompt) is not None:
+            if guardrails.screen_output_tail("".join(parts), system_prompt=system_prompt) is not None:
                 break  # _reply_finish stores the safe reply and the flag
             yield {"event": "token", "text": piece}
     except ModelServerUnavailable as exc:

@@ -138,6 +138,22 @@ def screen_output(text: str, *, system_prompt: str) -> Verdict | None:
     return None
 
 
+STREAM_TAIL_CHARS = 400
+
+
+def screen_output_tail(text: str, *, system_prompt: str) -> Verdict | None:
+    """`screen_output` for a reply being streamed, run after every new piece.
+
+    Any new match must end in the newest piece, so only the tail is screened (from a word
+    boundary): per-piece cost stays constant instead of growing with the reply. Output
+    rules are short; the whole reply is screened again once complete.
+    """
+    if len(text) > STREAM_TAIL_CHARS:
+        tail = text[-STREAM_TAIL_CHARS:]
+        text = tail[tail.find(" ") + 1 :] if " " in tail else tail
+    return screen_output(text, system_prompt=system_prompt)
+
+
 def _quotes(text: str, source: str, window: int = 60) -> bool:
     normalized_text = " ".join(text.split()).lower()
     normalized_source = " ".join(source.split()).lower()

@@ -196,9 +196,10 @@ LTI_DYNAMIC_REGISTRATION_ENABLED = env_bool("LTI_DYNAMIC_REGISTRATION_ENABLED", 
 TOOL_TITLE = os.environ.get("TOOL_TITLE", "AI Tutor")
 
 # --- Model serving (serving/) ------------------------------------------------------
-# Folder of the base model vLLM serves (a Hugging Face causal LM). Empty: the embedded
-# demo model, SmolLM2-135M-Instruct, converted once by `manage.py model_prepare`.
-MODEL_PATH = os.environ.get("MODEL_PATH", "")
+# The base model vLLM serves: a local folder or a Hugging Face hub id of a causal LM.
+# Production default: Mixtral 8x7B Instruct. In debug (the demo, the tests) the default is
+# empty: the embedded SmolLM2-135M-Instruct, converted once by `manage.py model_prepare`.
+MODEL_PATH = os.environ.get("MODEL_PATH", "" if DEBUG else "mistralai/Mixtral-8x7B-Instruct-v0.1")
 MODEL_DEMO_DIR = Path(os.environ.get("MODEL_DEMO_DIR", VAR_DIR / "models" / "smollm2-135m-instruct"))
 # The name vLLM serves the base model under (the `model` of chat requests without an adapter).
 MODEL_SERVED_NAME = os.environ.get("MODEL_SERVED_NAME", "base")

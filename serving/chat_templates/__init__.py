@@ -9,6 +9,7 @@ loss on the tutor's turns only.
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 TEMPLATE_DIR = Path(__file__).resolve().parent
@@ -22,6 +23,13 @@ def chat_template_path(model_dir: Path, override: str = "") -> Path:
     """The template file for the model in `model_dir` (MODEL_CHAT_TEMPLATE wins if set)."""
     if override:
         return Path(override)
+    if not (model_dir / "config.json").exists():
+        # A hub id vLLM will download: go by the family in its name.
+        if re.search(r"mi[sx]tral", str(model_dir), re.IGNORECASE):
+            return TEMPLATE_DIR / "mistral_instruct.jinja"
+        raise NoChatTemplate(
+            f"{model_dir} is not a local model folder and its family is unknown: set MODEL_CHAT_TEMPLATE."
+        )
     config = json.loads((model_dir / "config.json").read_text())
     if config.get("model_type") in {"mistral", "mixtral"}:
         return TEMPLATE_DIR / "mistral_instruct.jinja"

@@ -98,3 +98,28 @@ def test_templates_mark_the_tutor_turns_for_training():
     )
     text, (start, end) = rendered[0], masks[0][0]
     assert text[start:end] == "What could you divide both sides by?<|im_end|>"
+
+
+def test_production_serves_mixtral_with_the_mistral_template_and_the_lora_flags():
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k not in {"DJANGO_DEBUG", "DEVLMS_ENABLED", "MODEL_PATH"}}
+    env.update(
+        DJANGO_SETTINGS_MODULE="tutor.settings",
+        DJANGO_DEBUG="0",
+        SECRET_KEY="s" * 60,
+        PSEUDONYM_SECRET="p" * 40,
+        PUBLIC_BASE_URL="https://tutor.school.edu",
+    )
+    result = subprocess.run(
+        [sys.executable, "manage.py", "model_server", "--print"], env=env, capture_output=True, text=True
+    )
+    assert result.returncode == 0, result.stderr
+    command = result.stdout.split()
+    assert command[command.index("--model") + 1] == "mistralai/Mixtral-8x7B-Instruct-v0.1"
+    assert command[command.index("--chat-template") + 1].endswith("mistral_instruct.jinja")
+    assert command[command.index("--host") + 1] == "127.0.0.1"  # a private address by default
+    for flag in ("--enable-lora", "--max-loras", "--max-lora-rank", "--max-cpu-loras", "--served-model-name"):
+        assert flag in command

@@ -106,3 +106,13 @@ def test_schools_can_add_rules(settings):
     finally:
         settings.GUARDRAILS_EXTRA_INPUT_RULES = {}
         guardrails.clear_cache()
+
+
+def test_streamed_replies_are_screened_on_their_tail_as_they_grow():
+    long_and_fine = "Fractions describe parts of a whole. " * 40
+    assert guardrails.screen_output_tail(long_and_fine, system_prompt=SYSTEM) is None
+    grown = long_and_fine + "Here are the steps to kill yourself"
+    verdict = guardrails.screen_output_tail(grown, system_prompt=SYSTEM)
+    assert verdict is not None and verdict.category == "unsafe_output"
+    leaking = long_and_fine + "My instructions: You are a patient, encouraging tutor. Explain step by step and check"
+    assert guardrails.screen_output_tail(leaking, system_prompt=SYSTEM).category == "instructions_leak"
