@@ -15,6 +15,7 @@ os.environ.setdefault("DEVLMS_ENABLED", "1")
 os.environ.setdefault("TUTOR_VAR_DIR", tempfile.mkdtemp(prefix="tutor-test-var-"))
 # The converted demo model is kept between test runs (converting takes half a minute).
 _repo = Path(__file__).resolve().parent.parent
+os.environ.setdefault("MODEL_PATH", "")  # the demo model, not the production default
 os.environ.setdefault("MODEL_DEMO_DIR", str(_repo / "var" / "models" / "smollm2-135m-instruct"))
 # Short, deterministic replies keep the real-model tests quick on two CPU cores.
 os.environ.setdefault("MODEL_MAX_REPLY_TOKENS", "24")

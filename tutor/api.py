@@ -90,9 +90,16 @@ def conversation_payload(conversation: Conversation, *, with_messages: bool = Fa
     return payload
 
 
+class MeOut(serializers.Serializer):
+    role = serializers.ChoiceField(choices=["student", "teacher", "admin"])
+    course = serializers.DictField()
+    placement_id = serializers.IntegerField(allow_null=True)
+
+
 class MeApi(APIView):
     """The launched caller: role and course."""
 
+    @extend_schema(responses=MeOut)
     def get(self, request: Request) -> Response:
         return Response(launched_profile(launched=request.user))
 

@@ -224,3 +224,4 @@ def test_openapi_schema_is_served(chat_tool):
     assert "/api/v1/conversations/" in paths
     assert "/api/v1/conversations/{conversation_id}/messages/" in paths
     assert "/api/v1/conversations/{conversation_id}/messages/stream/" in paths
+    assert schema.json()["components"]["securitySchemes"]["launchToken"]["scheme"] == "bearer"
