@@ -86,6 +86,9 @@ def asgi_app(*, vllm_url: str, database_url: str, redis_url: str) -> Iterator[st
         "VLLM_BASE_URL": vllm_url,
         "PUBLIC_BASE_URL": base,
     }
+    env["STATIC_ROOT"] = tempfile.mkdtemp(prefix="asgi-static-")
+    # As in production (deploy/start-web.sh): static files collected, served by WhiteNoise.
+    subprocess.run([sys.executable, "manage.py", "collectstatic", "--no-input", "-v0"], cwd=ROOT, env=env, check=True)
     log = Path(tempfile.mkstemp(prefix="asgi-", suffix=".log")[1])
     with log.open("w") as out:
         process = subprocess.Popen(
