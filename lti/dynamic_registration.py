@@ -17,6 +17,7 @@ from urllib.parse import urlsplit
 import requests
 from django.conf import settings
 
+from lti.launch import DATA_PRIVACY_LAUNCH
 from lti.services import platform_register, tool_urls
 from tutor.errors import DomainError
 
@@ -78,6 +79,8 @@ def client_registration_request(*, platform_config: dict) -> dict:
                 "supported_types": ["ltiResourceLink"],
             }
         )
+    if DATA_PRIVACY_LAUNCH in supported:
+        messages.append({"type": DATA_PRIVACY_LAUNCH, "target_link_uri": urls["target_link_uri"]})
     return {
         "application_type": "web",
         "response_types": ["id_token"],

@@ -94,6 +94,9 @@ class ToolConfig(DjangoToolConfig):
         return Deployment().set_deployment_id(self.deployment.deployment_id)
 
 
+DATA_PRIVACY_LAUNCH = "DataPrivacyLaunchRequest"
+
+
 @dataclass(frozen=True)
 class LaunchClaims:
     """What the rest of the product needs from a validated launch, as plain values."""
@@ -110,7 +113,11 @@ class LaunchClaims:
     context_label: str
     resource_link_id: str | None
     resource_link_title: str
-    raw: dict = field(repr=False)
+    full_name: str = field(default="", repr=False)
+    given_name: str = field(default="", repr=False)
+    family_name: str = field(default="", repr=False)
+    for_user_id: str = ""  # a Data Privacy Launch: whose data it concerns
+    raw: dict = field(default_factory=dict, repr=False)
 
 
 def _keyset_cache_key(url: str) -> str:
@@ -245,6 +252,8 @@ class TutorMessageLaunch(DjangoMessageLaunch):
             raise refused(
                 "missing_claim", "The launch does not say which course it comes from (no context claim).", 400
             )
+        if message_type == DATA_PRIVACY_LAUNCH:
+            return self  # who may act on whose data is decided by the privacy page
         if role_from_lti(body.get(CLAIM + "roles") or []) is None:
             raise refused(
                 "no_access_role",
@@ -393,6 +402,10 @@ def claims_from_body(launch_id: str, body: dict) -> LaunchClaims:
         context_label=str(context.get("label", ""))[:255],
         resource_link_id=str(resource_link["id"]) if resource_link.get("id") else None,
         resource_link_title=str(resource_link.get("title", ""))[:500],
+        full_name=str(body.get("name", "")),
+        given_name=str(body.get("given_name", "")),
+        family_name=str(body.get("family_name", "")),
+        for_user_id=str((body.get(CLAIM + "for_user") or {}).get("id", "")),
         raw=body,
     )
 

@@ -18,6 +18,7 @@ from pylti1p3.exception import OIDCException
 from lti import dynamic_registration
 from lti.frames import lms_frameable
 from lti.launch import (
+    DATA_PRIVACY_LAUNCH,
     LaunchClaims,
     LaunchDataStorage,
     ToolConfig,
@@ -30,11 +31,13 @@ from lti.launch import (
 from lti.platform_storage import storage_state_issue, storage_ticket_mint, storage_ticket_redeem
 from lti.services import tool_url, tool_urls
 from tutor.models import Role
-from tutor.services import course_enter
+from tutor.services import course_enter, person_erase
 from tutor.views import course_home
 
 DEEP_LINK_SALT = "lti.deep-link"
 DEEP_LINK_MAX_AGE_SECONDS = 3600
+DATA_PRIVACY_SALT = "lti.data-privacy"
+DATA_PRIVACY_MAX_AGE_SECONDS = 1800
 
 
 @require_GET
@@ -133,6 +136,8 @@ def _launch_proceed(request: HttpRequest, message_launch: TutorMessageLaunch, cl
                 "default_title": settings_claim.get("title") or settings.TOOL_TITLE,
             },
         )
+    if claims.message_type == DATA_PRIVACY_LAUNCH:
+        return _data_privacy_page(request, claims)
     raise refused(
         "unsupported_message",
         f"The tutor does not handle {claims.message_type or 'this kind of'} launch yet.",
@@ -149,7 +154,38 @@ def _course_fields(claims: LaunchClaims) -> dict:
         "context_id": claims.context_id,
         "context_title": claims.context_title,
         "context_label": claims.context_label,
+        "full_name": claims.full_name,
+        "given_name": claims.given_name,
+        "family_name": claims.family_name,
     }
+
+
+def _data_privacy_page(request: HttpRequest, claims: LaunchClaims) -> HttpResponse:
+    """LTI Data Privacy Launch: the LMS asks us to act on one user's data (for_user). A user may
+    erase their own data; an administrator anyone's. The erasure waits for a confirmation."""
+    for_user = claims.for_user_id or claims.subject
+    own = for_user == claims.subject
+    if not own and claims.role != Role.ADMIN:
+        raise refused("not_admin", "Only an administrator can act on another person's data.")
+    token = signing.dumps({"iss": claims.issuer, "sub": for_user}, salt=DATA_PRIVACY_SALT)
+    return render(request, "lti/data_privacy.html", {"token": token, "own": own, "tool_title": settings.TOOL_TITLE})
+
+
+@csrf_exempt  # authenticated by the signed token the privacy launch put in the form
+@require_POST
+@lms_frameable
+def data_privacy_erase(request: HttpRequest) -> HttpResponse:
+    """The confirmed erasure of a Data Privacy Launch."""
+    try:
+        payload = signing.loads(
+            request.POST.get("token", ""), salt=DATA_PRIVACY_SALT, max_age=DATA_PRIVACY_MAX_AGE_SECONDS
+        )
+    except signing.BadSignature:
+        raise refused("privacy_form_expired", "This form has expired. Start again from the LMS.") from None
+    counts = person_erase(issuer=payload["iss"], subject=payload["sub"], via="lti_data_privacy")
+    return render(
+        request, "lti/data_privacy_done.html", {"found": counts is not None, "tool_title": settings.TOOL_TITLE}
+    )
 
 
 @csrf_exempt  # authenticated by the signed deep-link token in the form, not by a cookie

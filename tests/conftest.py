@@ -70,3 +70,32 @@ def asgi_url(django_db_setup, vllm_url):
     database_url = f"postgres://{db['USER']}@{db['HOST']}:{db['PORT']}/{db['NAME']}"
     with asgi_app(vllm_url=vllm_url, database_url=database_url, redis_url=settings.REDIS_URL) as url:
         yield url
+
+
+@pytest.fixture(scope="session")
+def demo_model():
+    """The converted demo model folder (its tokenizer counts dataset tokens)."""
+    from django.conf import settings
+
+    from serving.demo_model import demo_model_prepare
+
+    demo_model_prepare(target=settings.MODEL_DEMO_DIR)
+    return settings.MODEL_DEMO_DIR
+
+
+def test_database_url() -> str:
+    from django.db import connection
+
+    db = connection.settings_dict
+    return f"postgres://{db['USER']}@{db['HOST']}:{db['PORT']}/{db['NAME']}"
+
+
+@pytest.fixture(scope="session")
+def celery_worker_log(django_db_setup):
+    """A real Celery worker on the real Redis broker and the test database."""
+    from django.conf import settings
+
+    from tests.support.servers import celery_worker
+
+    with celery_worker(database_url=test_database_url(), broker_url=settings.REDIS_URL) as log:
+        yield log

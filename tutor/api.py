@@ -18,9 +18,11 @@ from rest_framework.response import Response
 from rest_framework.throttling import SimpleRateThrottle
 from rest_framework.views import APIView
 
-from tutor import chat
-from tutor.models import Conversation, LearnerLevel
+from tutor import chat, review
+from tutor.errors import DomainError
+from tutor.models import Conversation, LearnerLevel, ReviewDecision
 from tutor.selectors import launched_profile
+from tutor.services import training_consent_set, training_opt_out_set
 
 
 class ChatThrottle(SimpleRateThrottle):
@@ -94,14 +96,234 @@ class MeOut(serializers.Serializer):
     role = serializers.ChoiceField(choices=["student", "teacher", "admin"])
     course = serializers.DictField()
     placement_id = serializers.IntegerField(allow_null=True)
+    training = serializers.DictField(help_text="course_allows: the course's consent; opted_out: the caller's choice")
+
+
+class TrainingChoiceIO(serializers.Serializer):
+    opted_out = serializers.BooleanField()
+
+
+class TrainingConsentIO(serializers.Serializer):
+    allowed = serializers.BooleanField()
+
+
+class ExportIn(serializers.Serializer):
+    eval_fraction = serializers.FloatField(required=False, min_value=0, max_value=0.9)
+
+
+class ExportOut(serializers.Serializer):
+    id = serializers.IntegerField()
+    status = serializers.CharField()
+    train_examples = serializers.IntegerField()
+    eval_examples = serializers.IntegerField()
+    report = serializers.DictField()
+
+
+class ReviewConversationOut(serializers.Serializer):
+    id = serializers.IntegerField()
+    title = serializers.CharField()
+    student = serializers.CharField(help_text="The pseudonym's first 8 characters")
+    updated_at = serializers.DateTimeField()
+    replies = serializers.IntegerField()
+    open_flags = serializers.IntegerField()
+    approved = serializers.IntegerField()
+    unreviewed = serializers.BooleanField()
+    rated_down = serializers.BooleanField()
+
+
+class ReviewOut(serializers.Serializer):
+    helpful = serializers.BooleanField(allow_null=True)
+    correct = serializers.BooleanField(allow_null=True)
+    pedagogically_sound = serializers.BooleanField(allow_null=True)
+    age_appropriate = serializers.BooleanField(allow_null=True)
+    correction = serializers.CharField(allow_blank=True)
+    decision = serializers.ChoiceField(choices=ReviewDecision.choices)
+
+
+class ReviewMessageOut(serializers.Serializer):
+    id = serializers.IntegerField()
+    role = serializers.CharField()
+    content = serializers.CharField(help_text="The scrubbed copy")
+    status = serializers.CharField()
+    screened = serializers.BooleanField()
+    student_rating = serializers.IntegerField(allow_null=True)
+    flagged = serializers.BooleanField()
+    review = ReviewOut(allow_null=True)
+
+
+class ReviewIn(serializers.Serializer):
+    helpful = serializers.BooleanField(required=False, allow_null=True)
+    correct = serializers.BooleanField(required=False, allow_null=True)
+    pedagogically_sound = serializers.BooleanField(required=False, allow_null=True)
+    age_appropriate = serializers.BooleanField(required=False, allow_null=True)
+    correction = serializers.CharField(required=False, allow_blank=True, max_length=8000)
+    decision = serializers.ChoiceField(choices=ReviewDecision.choices, required=False)
+    flagged = serializers.BooleanField(required=False)
 
 
 class MeApi(APIView):
-    """The launched caller: role and course."""
+    """The launched caller: role and course, and the training choices that apply to them."""
 
     @extend_schema(responses=MeOut)
     def get(self, request: Request) -> Response:
         return Response(launched_profile(launched=request.user))
+
+
+class TrainingChoiceApi(APIView):
+    """A student's own choice: may their conversations in this course train its tutor?"""
+
+    @extend_schema(request=TrainingChoiceIO, responses=TrainingChoiceIO)
+    def put(self, request: Request) -> Response:
+        data = TrainingChoiceIO(data=request.data)
+        data.is_valid(raise_exception=True)
+        membership = training_opt_out_set(
+            membership=request.user.membership, opted_out=data.validated_data["opted_out"]
+        )
+        return Response({"opted_out": membership.training_opt_out})
+
+
+def _reviewer(request: Request):
+    return review.reviewer_get(person_id=request.user.membership.person_id, course_id=request.user.course_id)
+
+
+class TrainingConsentApi(APIView):
+    """Teachers and admins: may the launched course's conversations be used for training?"""
+
+    @extend_schema(request=TrainingConsentIO, responses=TrainingConsentIO)
+    def put(self, request: Request) -> Response:
+        reviewer = _reviewer(request)
+        data = TrainingConsentIO(data=request.data)
+        data.is_valid(raise_exception=True)
+        tutor_settings = training_consent_set(
+            course=reviewer.course, actor=reviewer, allowed=data.validated_data["allowed"]
+        )
+        return Response({"allowed": tutor_settings.training_consent})
+
+
+class DatasetExportApi(APIView):
+    """Admins: export the launched course's training dataset (see docs/training-data.md)."""
+
+    @extend_schema(request=ExportIn, responses={201: ExportOut})
+    def post(self, request: Request) -> Response:
+        from training.datasets import dataset_export
+
+        reviewer = _reviewer(request)
+        review.admin_check(reviewer=reviewer)
+        data = ExportIn(data=request.data)
+        data.is_valid(raise_exception=True)
+        export = dataset_export(
+            course=reviewer.course,
+            requested_by=reviewer.person,
+            eval_fraction=data.validated_data.get("eval_fraction"),
+        )
+        return Response(
+            {
+                "id": export.id,
+                "status": export.status,
+                "train_examples": export.train_examples,
+                "eval_examples": export.eval_examples,
+                "report": export.report,
+            },
+            status=status.HTTP_201_CREATED,
+        )
+
+
+class ReviewConversationListApi(APIView):
+    """Teachers: the launched course's conversations. Filters: flagged, unreviewed, rated_down
+    (1 to apply), since / until (YYYY-MM-DD)."""
+
+    @extend_schema(responses=ReviewConversationOut(many=True))
+    def get(self, request: Request) -> Response:
+        from datetime import date
+
+        reviewer = _reviewer(request)
+        params = request.query_params
+
+        def day(name: str):
+            try:
+                return date.fromisoformat(params[name]) if params.get(name) else None
+            except ValueError:
+                raise DomainError(f"{name} must be a date (YYYY-MM-DD).", code="bad_date") from None
+
+        filters = review.ConversationFilters(
+            flagged=params.get("flagged") == "1",
+            unreviewed=params.get("unreviewed") == "1",
+            rated_down=params.get("rated_down") == "1",
+            since=day("since"),
+            until=day("until"),
+        )
+        rows = review.review_conversations(course_id=reviewer.course_id, filters=filters)[:500]
+        return Response(
+            [
+                {
+                    "id": c.id,
+                    "title": c.title,
+                    "student": c.person.pseudonym[:8],
+                    "updated_at": c.updated_at,
+                    "replies": c.reply_count,
+                    "open_flags": c.open_flags,
+                    "approved": c.approved,
+                    "unreviewed": c.has_unreviewed,
+                    "rated_down": c.has_rated_down,
+                }
+                for c in rows
+            ]
+        )
+
+
+def review_message_payload(message) -> dict:
+    reviewed = getattr(message, "review", None) if hasattr(message, "review") else None
+    return {
+        "id": message.id,
+        "role": message.sender,
+        "content": message.content_scrubbed or "",
+        "status": message.status,
+        "screened": bool(message.guardrail),
+        "student_rating": message.student_rating,
+        "flagged": any(flag.resolved_at is None for flag in message.flags.all()),
+        "review": None
+        if reviewed is None
+        else {
+            "helpful": reviewed.helpful,
+            "correct": reviewed.correct,
+            "pedagogically_sound": reviewed.pedagogically_sound,
+            "age_appropriate": reviewed.age_appropriate,
+            "correction": reviewed.correction_scrubbed,
+            "decision": reviewed.decision,
+        },
+    }
+
+
+class ReviewConversationDetailApi(APIView):
+    @extend_schema(responses=ReviewMessageOut(many=True))
+    def get(self, request: Request, conversation_id: int) -> Response:
+        reviewer = _reviewer(request)
+        conversation = review.review_conversation_get(course_id=reviewer.course_id, conversation_id=conversation_id)
+        return Response([review_message_payload(m) for m in review.review_messages(conversation=conversation)])
+
+
+class ReviewReplyApi(APIView):
+    """Teachers: rate a tutor reply, write its correction, approve/reject it, flag/unflag it."""
+
+    @extend_schema(request=ReviewIn, responses=ReviewMessageOut)
+    def patch(self, request: Request, message_id: int) -> Response:
+        reviewer = _reviewer(request)
+        data = ReviewIn(data=request.data)
+        data.is_valid(raise_exception=True)
+        fields = data.validated_data
+        if "flagged" in fields:
+            review.message_flag_set(reviewer=reviewer, message_id=message_id, flagged=fields["flagged"])
+        ratings = {name: fields[name] for name in review.RATING_FIELDS if name in fields}
+        if ratings or "correction" in fields or "decision" in fields or "flagged" not in fields:
+            review.reply_review_update(
+                reviewer=reviewer,
+                message_id=message_id,
+                ratings=ratings,
+                correction=fields.get("correction"),
+                decision=fields.get("decision"),
+            )
+        message = review.review_messages_one(course_id=reviewer.course_id, message_id=message_id)
+        return Response(review_message_payload(message))
 
 
 class ConversationListApi(APIView):

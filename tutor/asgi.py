@@ -11,3 +11,11 @@ application = get_asgi_application()
 from django.urls import get_resolver  # noqa: E402
 
 _url_patterns = get_resolver().url_patterns
+
+# The PII scrubber (Presidio + spaCy) takes seconds to load: start it beside the server, so the
+# first student message does not wait for it (the scrubber's own lock covers a race).
+import threading  # noqa: E402
+
+from tutor import privacy  # noqa: E402
+
+threading.Thread(target=privacy.scrubber, name="scrubber-warmup", daemon=True).start()

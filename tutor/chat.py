@@ -21,9 +21,10 @@ from django.utils import timezone
 from serving.client import ModelServerUnavailable, chat_complete, chat_stream, model_for_course
 from tutor import guardrails
 from tutor.auth import Launched
-from tutor.errors import DomainError, NotFound
+from tutor.errors import DomainError, Forbidden, NotFound
 from tutor.models import Conversation, Flag, Message, MessageStatus, Role, TutorSettings
 from tutor.prompts import system_prompt_for
+from tutor.selectors import course_roster_names
 
 logger = logging.getLogger(__name__)
 Sender = Message.Sender
@@ -43,11 +44,6 @@ class NothingToAnswer(DomainError):
 class MessageTooLong(DomainError):
     code = "message_too_long"
     status = 400
-
-
-class NotAllowed(DomainError):
-    code = "forbidden"
-    status = 403
 
 
 # -- selectors used by the services ------------------------------------------------------------
@@ -101,6 +97,14 @@ def unanswered_student_message(*, conversation: Conversation) -> Message | None:
     return None
 
 
+def _scrubbed_fields(*, course_id: int, text: str) -> dict:
+    """The scrubbed copy of a message, made before the row is written."""
+    from tutor import privacy  # Presidio's import takes seconds; commands that never scrub skip it
+
+    scrubbed = privacy.scrub(text, names=course_roster_names(course_id=course_id))
+    return {"content_scrubbed": scrubbed.text, "pii_found": scrubbed.entities}
+
+
 # -- services ---------------------------------------------------------------------------------------
 
 
@@ -131,10 +135,14 @@ def message_post(*, conversation: Conversation, content: str) -> Posted:
         )
     verdict = guardrails.screen_input(content)
     message = Message.objects.create(
-        conversation=conversation, sender=Sender.STUDENT, content=content, guardrail=verdict.category if verdict else ""
+        conversation=conversation,
+        sender=Sender.STUDENT,
+        content=content,
+        guardrail=verdict.category if verdict else "",
+        **_scrubbed_fields(course_id=conversation.course_id, text=content),
     )
     if not conversation.title:
-        conversation.title = content[:80]
+        conversation.title = message.content_scrubbed[:80]
     conversation.save(update_fields=["title", "updated_at"])
     if verdict is None:
         return Posted(message=message, screened_reply=None)
@@ -142,6 +150,7 @@ def message_post(*, conversation: Conversation, content: str) -> Posted:
         conversation=conversation,
         sender=Sender.TUTOR,
         content=verdict.safe_reply,
+        content_scrubbed=verdict.safe_reply,
         guardrail=verdict.category,
         completed_at=timezone.now(),
     )
@@ -159,12 +168,15 @@ def message_post(*, conversation: Conversation, content: str) -> Posted:
 def _reply_finish(reply: Message, *, text: str, system_prompt: str) -> Message:
     """Screens the complete reply and stores it; a reply that trips a rule is replaced and flagged."""
     verdict = guardrails.screen_output(text, system_prompt=system_prompt)
+    content = verdict.safe_reply if verdict else text
+    scrubbed = _scrubbed_fields(course_id=reply.conversation.course_id, text=content)
     with transaction.atomic():
-        reply.content = verdict.safe_reply if verdict else text
+        reply.content = content
+        reply.content_scrubbed, reply.pii_found = scrubbed["content_scrubbed"], scrubbed["pii_found"]
         reply.guardrail = verdict.category if verdict else ""
         reply.status = MessageStatus.COMPLETE
         reply.completed_at = timezone.now()
-        reply.save(update_fields=["content", "guardrail", "status", "completed_at"])
+        reply.save(update_fields=["content", "content_scrubbed", "pii_found", "guardrail", "status", "completed_at"])
         if verdict:
             Flag.objects.create(
                 course_id=reply.conversation.course_id,
@@ -177,11 +189,13 @@ def _reply_finish(reply: Message, *, text: str, system_prompt: str) -> Message:
 
 
 def _reply_fail(reply: Message, *, text: str, status: str, error_code: str) -> None:
+    scrubbed = _scrubbed_fields(course_id=reply.conversation.course_id, text=text)
     reply.content = text
+    reply.content_scrubbed, reply.pii_found = scrubbed["content_scrubbed"], scrubbed["pii_found"]
     reply.status = status
     reply.error_code = error_code
     reply.completed_at = timezone.now()
-    reply.save(update_fields=["content", "status", "error_code", "completed_at"])
+    reply.save(update_fields=["content", "content_scrubbed", "pii_found", "status", "error_code", "completed_at"])
 
 
 def reply_generate(*, conversation: Conversation) -> Message:
@@ -266,7 +280,7 @@ def message_rate(*, launched: Launched, message_id: int, value: int) -> Message:
 
 def tutor_settings_update(*, launched: Launched, **fields) -> TutorSettings:
     if launched.role not in {Role.TEACHER, Role.ADMIN}:
-        raise NotAllowed("Only the course's teachers can change its tutor.")
+        raise Forbidden("Only the course's teachers can change its tutor.")
     tutor_settings = tutor_settings_get(course_id=launched.course_id)
     for name, value in fields.items():
         setattr(tutor_settings, name, value)

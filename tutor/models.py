@@ -1,7 +1,9 @@
 """Courses, tutor placements and who belongs to them.
 
-No table here holds an LMS user id, a name or an email: a person is a keyed
-hash of (issuer, subject) made by `tutor.services.pseudonym_for`.
+No table here holds an LMS user id or an email: a person is a keyed hash of
+(issuer, subject) made by `tutor.services.pseudonym_for`. The names the LMS sends
+live in one separate, minimal table (`MemberName`): teachers' screens and the PII
+scrubber's deny-list read it; exports never do, and erasure clears it.
 """
 
 from __future__ import annotations
@@ -71,12 +73,34 @@ class Membership(models.Model):
     role = models.CharField(max_length=16, choices=Role.choices)
     created_at = models.DateTimeField(auto_now_add=True)
     last_launch_at = models.DateTimeField()
+    training_opt_out = models.BooleanField(
+        default=False, help_text="The student asked that their conversations in this course never train the tutor."
+    )
+    training_opt_out_changed_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         constraints = [models.UniqueConstraint(fields=["person", "course"], name="membership_unique_per_course")]
 
     def __str__(self) -> str:
         return f"{self.person} ({self.role}) in {self.course}"
+
+
+class MemberName(models.Model):
+    """The name the LMS gave for a course member: shown to the course's teachers and used to
+    scrub that name from everyone's messages. Never exported; deleted with the person."""
+
+    membership = models.OneToOneField(Membership, related_name="name", on_delete=models.CASCADE)
+    full_name = models.CharField(max_length=300, blank=True)
+    given_name = models.CharField(max_length=150, blank=True)
+    family_name = models.CharField(max_length=150, blank=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    def __str__(self) -> str:
+        return self.full_name or " ".join(filter(None, [self.given_name, self.family_name]))
+
+    @property
+    def names(self) -> list[str]:
+        return [n for n in (self.full_name, self.given_name, self.family_name) if n]
 
 
 class LearnerLevel(models.TextChoices):
@@ -100,6 +124,15 @@ class TutorSettings(models.Model):
     level = models.CharField(max_length=20, choices=LearnerLevel.choices, default=LearnerLevel.SECONDARY)
     reply_language = models.CharField(max_length=60, default="the student's language")
     socratic = models.BooleanField(default=False, help_text="Guide the student toward the answer instead of giving it.")
+    training_consent = models.BooleanField(
+        default=False,
+        help_text="Whether this course's conversations may be used to train its tutor (off until a teacher "
+        "or administrator turns it on; students can still opt out).",
+    )
+    training_consent_changed_by = models.ForeignKey(
+        Person, null=True, blank=True, related_name="+", on_delete=models.SET_NULL
+    )
+    training_consent_changed_at = models.DateTimeField(null=True, blank=True)
     updated_at = models.DateTimeField(auto_now=True)
 
     def __str__(self) -> str:
@@ -139,7 +172,12 @@ class Message(models.Model):
 
     conversation = models.ForeignKey(Conversation, related_name="messages", on_delete=models.CASCADE)
     sender = models.CharField(max_length=16, choices=Sender.choices)
-    content = models.TextField()
+    content = models.TextField(help_text="As written (student) or generated (tutor); shown only to the student.")
+    # NULL (not "") marks a row written before scrubbing existed: never exported.
+    content_scrubbed = models.TextField(  # noqa: DJ001
+        null=True, blank=True, help_text="PII replaced by <TYPE> tags: the only text teachers and exports see."
+    )
+    pii_found = models.JSONField(default=dict, blank=True, help_text="Counts per PII type; never the values.")
     status = models.CharField(max_length=16, choices=MessageStatus.choices, default=MessageStatus.COMPLETE)
     error_code = models.CharField(max_length=64, blank=True)
     model_name = models.CharField(max_length=200, blank=True)
@@ -163,8 +201,63 @@ class Flag(models.Model):
     message = models.ForeignKey(Message, related_name="flags", on_delete=models.CASCADE)
     category = models.CharField(max_length=64)
     reason = models.CharField(max_length=300)
+    raised_by = models.ForeignKey(Person, null=True, blank=True, related_name="+", on_delete=models.SET_NULL)
     created_at = models.DateTimeField(auto_now_add=True)
     resolved_at = models.DateTimeField(null=True, blank=True)
+    resolved_by = models.ForeignKey(Person, null=True, blank=True, related_name="+", on_delete=models.SET_NULL)
 
     def __str__(self) -> str:
         return f"{self.category} flag on message {self.message_id}"
+
+
+class ReviewDecision(models.TextChoices):
+    PENDING = "pending", "Not reviewed"
+    APPROVED = "approved", "Approved for training"
+    REJECTED = "rejected", "Rejected"
+
+
+class ReplyReview(models.Model):
+    """A teacher's review of one tutor reply: ratings, the corrected ideal reply, the decision."""
+
+    message = models.OneToOneField(Message, related_name="review", on_delete=models.CASCADE)
+    helpful = models.BooleanField(null=True, blank=True)
+    correct = models.BooleanField(null=True, blank=True)
+    pedagogically_sound = models.BooleanField(null=True, blank=True)
+    age_appropriate = models.BooleanField(null=True, blank=True)
+    correction = models.TextField(blank=True, help_text="The teacher's ideal reply, as written.")
+    correction_scrubbed = models.TextField(blank=True, help_text="The correction with PII replaced: what is trained.")
+    decision = models.CharField(max_length=16, choices=ReviewDecision.choices, default=ReviewDecision.PENDING)
+    reviewed_by = models.ForeignKey(Person, null=True, blank=True, related_name="+", on_delete=models.SET_NULL)
+    reviewed_at = models.DateTimeField(null=True, blank=True)
+
+    def __str__(self) -> str:
+        return f"Review of message {self.message_id} ({self.decision})"
+
+
+class ReviewEvent(models.Model):
+    """Who changed what and when, for every write on the review screens and APIs."""
+
+    course = models.ForeignKey(Course, related_name="review_events", on_delete=models.CASCADE)
+    message = models.ForeignKey(Message, null=True, blank=True, related_name="review_events", on_delete=models.CASCADE)
+    actor = models.ForeignKey(Person, null=True, blank=True, related_name="+", on_delete=models.SET_NULL)
+    action = models.CharField(max_length=64)
+    detail = models.JSONField(default=dict, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-id"]
+        indexes = [models.Index(fields=["course", "-created_at"])]
+
+    def __str__(self) -> str:
+        return f"{self.action} by {self.actor} at {self.created_at:%Y-%m-%d %H:%M}"
+
+
+class ErasureRecord(models.Model):
+    """That an erasure happened, and how much it removed; nothing about whom."""
+
+    requested_via = models.CharField(max_length=32)  # command, lti_data_privacy, retention
+    rows_deleted = models.JSONField(default=dict)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    def __str__(self) -> str:
+        return f"Erasure via {self.requested_via} at {self.created_at:%Y-%m-%d %H:%M}"

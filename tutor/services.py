@@ -4,13 +4,30 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import logging
 from dataclasses import dataclass
+from datetime import timedelta
 
 from django.conf import settings
 from django.db import transaction
+from django.db.models import QuerySet
 from django.utils import timezone
 
-from tutor.models import Course, Membership, Person, Placement, Role
+from tutor.errors import Forbidden
+from tutor.models import (
+    Conversation,
+    Course,
+    ErasureRecord,
+    MemberName,
+    Membership,
+    Person,
+    Placement,
+    ReviewEvent,
+    Role,
+    TutorSettings,
+)
+
+logger = logging.getLogger(__name__)
 
 
 def pseudonym_for(*, issuer: str, subject: str) -> str:
@@ -37,8 +54,12 @@ def course_enter(
     context_label: str = "",
     resource_link_id: str | None = None,
     resource_link_title: str = "",
+    full_name: str = "",
+    given_name: str = "",
+    family_name: str = "",
 ) -> CourseEntry:
-    """Records a validated launch: the course, the placement (if any) and the person's role in it."""
+    """Records a validated launch: the course, the placement (if any), the person's role in it
+    and, in the separate names table, the name the LMS sent (if it sent one)."""
     course, _ = Course.objects.update_or_create(
         lms_issuer=issuer,
         lms_context_id=context_id,
@@ -53,4 +74,79 @@ def course_enter(
     membership, _ = Membership.objects.update_or_create(
         person=person, course=course, defaults={"role": role, "last_launch_at": timezone.now()}
     )
+    if full_name or given_name or family_name:
+        MemberName.objects.update_or_create(
+            membership=membership,
+            defaults={"full_name": full_name[:300], "given_name": given_name[:150], "family_name": family_name[:150]},
+        )
     return CourseEntry(membership=membership, placement=placement)
+
+
+def review_event_record(
+    *, course_id: int, actor: Person | None, action: str, message_id: int | None = None, **detail
+) -> ReviewEvent:
+    return ReviewEvent.objects.create(
+        course_id=course_id, actor=actor, action=action, message_id=message_id, detail=detail
+    )
+
+
+@transaction.atomic
+def training_consent_set(*, course: Course, actor: Membership, allowed: bool) -> TutorSettings:
+    """A teacher or admin allows (or stops) the use of the course's conversations for training."""
+    if actor.course_id != course.id or actor.role not in {Role.TEACHER, Role.ADMIN}:
+        raise Forbidden("Only the course's teachers and administrators can change this.")
+    tutor_settings, _ = TutorSettings.objects.select_for_update().get_or_create(course=course)
+    if tutor_settings.training_consent != allowed:
+        tutor_settings.training_consent = allowed
+        tutor_settings.training_consent_changed_by = actor.person
+        tutor_settings.training_consent_changed_at = timezone.now()
+        tutor_settings.save()
+        review_event_record(course_id=course.id, actor=actor.person, action="training_consent", allowed=allowed)
+    return tutor_settings
+
+
+def training_opt_out_set(*, membership: Membership, opted_out: bool) -> Membership:
+    """A student's own choice: their conversations in this course never reach a dataset."""
+    if membership.training_opt_out != opted_out:
+        membership.training_opt_out = opted_out
+        membership.training_opt_out_changed_at = timezone.now()
+        membership.save(update_fields=["training_opt_out", "training_opt_out_changed_at"])
+    return membership
+
+
+def _delete_counted(querysets: list[QuerySet]) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for queryset in querysets:
+        _, per_model = queryset.delete()
+        for label, number in per_model.items():
+            if number:
+                counts[label] = counts.get(label, 0) + number
+    return counts
+
+
+@transaction.atomic
+def person_erase(*, issuer: str, subject: str, via: str) -> dict[str, int] | None:
+    """Removes everything about one LMS user: their pseudonymous person, memberships, name,
+    conversations, messages, ratings, flags and reviews of their messages, dataset lines
+    (exports that held them are purged). Returns the rows deleted per table, or None
+    when we hold nothing about them."""
+    person = Person.objects.filter(pseudonym=pseudonym_for(issuer=issuer, subject=subject)).first()
+    if person is None:
+        return None
+    counts = _delete_counted([Person.objects.filter(pk=person.pk)])
+    ErasureRecord.objects.create(requested_via=via, rows_deleted=counts)
+    logger.info("erasure via %s removed %s", via, counts)
+    return counts
+
+
+@transaction.atomic
+def conversations_expire(*, now=None) -> dict[str, int]:
+    """Deletes conversations idle for longer than RETENTION_DAYS (0 keeps them)."""
+    if settings.RETENTION_DAYS <= 0:
+        return {}
+    cutoff = (now or timezone.now()) - timedelta(days=settings.RETENTION_DAYS)
+    counts = _delete_counted([Conversation.objects.filter(updated_at__lt=cutoff)])
+    if counts:
+        ErasureRecord.objects.create(requested_via="retention", rows_deleted=counts)
+        logger.info("retention removed %s", counts)
+    return counts

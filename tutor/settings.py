@@ -231,6 +231,48 @@ CHAT_HISTORY_MESSAGES = int(os.environ.get("CHAT_HISTORY_MESSAGES", "20"))
 GUARDRAILS_EXTRA_INPUT_RULES = json.loads(os.environ.get("GUARDRAILS_EXTRA_INPUT_RULES", "{}"))
 GUARDRAILS_EXTRA_OUTPUT_RULES = json.loads(os.environ.get("GUARDRAILS_EXTRA_OUTPUT_RULES", "{}"))
 
+# --- Privacy, review and training data ----------------------------------------------------
+# Conversations (and everything about them) are deleted this many days after their last
+# message by a daily Celery task; 0 keeps them until erased.
+RETENTION_DAYS = int(os.environ.get("RETENTION_DAYS", "365"))
+# Teachers' review screens show the names the LMS sent for their students.
+REVIEW_SHOW_NAMES = env_bool("REVIEW_SHOW_NAMES", True)
+# Where dataset exports are written (one folder per course).
+TRAINING_DATA_DIR = Path(os.environ.get("TRAINING_DATA_DIR", VAR_DIR / "datasets"))
+# Longest training example, in tokens of the base model's tokenizer; longer ones are dropped.
+TRAINING_MAX_SEQ_TOKENS = int(os.environ.get("TRAINING_MAX_SEQ_TOKENS", "4096"))
+# Held-out share of conversations in an export, and the similarity above which two
+# examples count as near duplicates (Jaccard on word 5-grams, MinHash LSH).
+TRAINING_EVAL_FRACTION = float(os.environ.get("TRAINING_EVAL_FRACTION", "0.1"))
+TRAINING_NEAR_DUPLICATE_THRESHOLD = float(os.environ.get("TRAINING_NEAR_DUPLICATE_THRESHOLD", "0.85"))
+# Training throughput used for the export report's time estimate (tokens/s; measured figures
+# in docs/benchmarks.md: about 143 on a 2-core CPU).
+TRAINING_ESTIMATE_TOKENS_PER_SECOND = float(os.environ.get("TRAINING_ESTIMATE_TOKENS_PER_SECOND", "143"))
+
+# --- Background work (Celery) -----------------------------------------------------------------
+# Broker: CELERY_BROKER_URL, else Redis (REDIS_URL), else Kombu's filesystem transport in
+# var/celery (the demo: a real worker, no external service). RabbitMQ: amqp://user:pass@host//.
+CELERY_BROKER_URL = os.environ.get("CELERY_BROKER_URL", REDIS_URL or "filesystem://")
+CELERY_RESULT_BACKEND = os.environ.get("CELERY_RESULT_BACKEND", REDIS_URL or f"file://{VAR_DIR / 'celery' / 'results'}")
+CELERY_BROKER_TRANSPORT_OPTIONS = (
+    {
+        "data_folder_in": str(VAR_DIR / "celery" / "queue"),
+        "data_folder_out": str(VAR_DIR / "celery" / "queue"),
+        "processed_folder": str(VAR_DIR / "celery" / "processed"),
+        "store_processed": False,
+    }
+    if CELERY_BROKER_URL.startswith("filesystem")
+    else {}
+)
+CELERY_TASK_DEFAULT_QUEUE = "default"
+CELERY_TASK_ROUTES = {"training.tasks.*": {"queue": "gpu"}}
+CELERY_TASK_SERIALIZER = "json"
+CELERY_ACCEPT_CONTENT = ["json"]
+CELERY_WORKER_HIJACK_ROOT_LOGGER = False
+CELERY_BEAT_SCHEDULE = {
+    "conversations-expire": {"task": "tutor.tasks.conversations_expire", "schedule": 24 * 3600},
+}
+
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
         "tutor.auth.LaunchTokenAuthentication",

@@ -4,7 +4,7 @@ from django.http import HttpResponse
 from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView
 
-from tutor import api
+from tutor import api, review_views
 
 
 def healthz(request):
@@ -35,6 +35,35 @@ urlpatterns = [
     ),
     path("api/v1/messages/<int:message_id>/rating/", api.MessageRatingApi.as_view(), name="api-message-rating"),
     path("api/v1/course/tutor-settings/", api.TutorSettingsApi.as_view(), name="api-tutor-settings"),
+    path("api/v1/me/training/", api.TrainingChoiceApi.as_view(), name="api-training-choice"),
+    path("api/v1/course/training-consent/", api.TrainingConsentApi.as_view(), name="api-training-consent"),
+    path("api/v1/course/dataset-exports/", api.DatasetExportApi.as_view(), name="api-dataset-exports"),
+    path("api/v1/review/conversations/", api.ReviewConversationListApi.as_view(), name="api-review-conversations"),
+    path(
+        "api/v1/review/conversations/<int:conversation_id>/",
+        api.ReviewConversationDetailApi.as_view(),
+        name="api-review-conversation",
+    ),
+    path("api/v1/review/replies/<int:message_id>/", api.ReviewReplyApi.as_view(), name="api-review-reply"),
+    path("review/enter/", review_views.review_enter, name="review-enter"),
+    path("review/<int:course_id>/", review_views.review_course, name="review-course"),
+    path(
+        "review/<int:course_id>/conversations/<int:conversation_id>/",
+        review_views.review_conversation,
+        name="review-conversation",
+    ),
+    path("review/<int:course_id>/replies/<int:message_id>/", review_views.review_reply, name="review-reply"),
+    path(
+        "review/<int:course_id>/training-consent/",
+        review_views.review_training_consent,
+        name="review-training-consent",
+    ),
+    path("review/<int:course_id>/exports/", review_views.review_export, name="review-export"),
+    path(
+        "review/<int:course_id>/exports/<int:export_id>/<str:part>/",
+        review_views.review_export_download,
+        name="review-export-download",
+    ),
 ]
 
 if settings.DEVLMS_ENABLED:

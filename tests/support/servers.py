@@ -104,3 +104,32 @@ def asgi_app(*, vllm_url: str, database_url: str, redis_url: str) -> Iterator[st
         yield base
     finally:
         stop(process)
+
+
+@contextmanager
+def celery_worker(*, database_url: str, broker_url: str, queues: str = "default") -> Iterator[Path]:
+    """A real Celery worker process (prefork, as deployed) on the test database; yields its log."""
+    env = {
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": "tests.settings",
+        "DATABASE_URL": database_url,
+        "REDIS_URL": broker_url,
+        "CELERY_BROKER_URL": broker_url,
+        "CELERY_RESULT_BACKEND": broker_url,
+    }
+    log = Path(tempfile.mkstemp(prefix="celery-", suffix=".log")[1])
+    with log.open("w") as out:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "celery", "-A", "tutor", "worker", "-Q", queues, "-c", "1",
+             "--loglevel", "INFO", "--without-gossip", "--without-mingle", "-n", f"test-{os.getpid()}@%h"],
+            cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+        )
+    try:
+        deadline = time.monotonic() + 90
+        while "ready." not in log.read_text():
+            if process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"celery worker did not start:\n{log.read_text()[-4000:]}")
+            time.sleep(0.5)
+        yield log
+    finally:
+        stop(process)

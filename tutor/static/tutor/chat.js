@@ -211,5 +211,22 @@
     });
   }
 
+  // The student's own choice about training (shown only when the course allows training).
+  const trainingChoice = $("training-choice");
+  if (trainingChoice) {
+    api("/api/v1/me/").then((r) => r.json()).then(function (me) {
+      if (!me.training.course_allows) return;
+      trainingChoice.hidden = false;
+      const box = $("training-opt-in");
+      box.checked = !me.training.opted_out;
+      box.addEventListener("change", async function () {
+        const response = await api("/api/v1/me/training/", {method: "PUT", body: {opted_out: !box.checked}});
+        $("training-status").textContent = response.ok
+          ? (box.checked ? "Thank you: approved replies may improve the tutor." : "Your conversations will not be used.")
+          : await errorMessage(response);
+      });
+    });
+  }
+
   loadConversations().then(function (conversations) { if (conversations.length) openConversation(conversations[0].id); });
 })();

@@ -1,0 +1,23 @@
+"""A dataset never outlives its data: deleting a conversation (erasure, retention) purges
+every export that holds a line of it, files included, once the deletion commits."""
+
+from __future__ import annotations
+
+from django.db.models.signals import pre_delete
+from django.dispatch import receiver
+
+from tutor.models import Conversation
+
+
+@receiver(pre_delete, sender=Conversation, dispatch_uid="training.purge_exports_of_deleted_conversation")
+def _purge_exports(sender, instance: Conversation, **kwargs) -> None:
+    from training.datasets import exports_purge
+    from training.models import DatasetExport
+
+    export_ids = list(
+        DatasetExport.objects.filter(examples__conversation_id=instance.pk, status=DatasetExport.Status.READY)
+        .values_list("pk", flat=True)
+        .distinct()
+    )
+    if export_ids:
+        exports_purge(export_ids=export_ids)

@@ -1,0 +1,33 @@
+"""The Celery application. Workers:
+
+    celery -A tutor worker -Q default -c 2            # light tasks (retention, schedules)
+    celery -A tutor worker -Q gpu -c 1 --prefetch-multiplier 1   # training, one job per GPU
+    celery -A tutor beat                              # the periodic schedule
+
+The broker comes from settings (CELERY_BROKER_URL, else REDIS_URL, else Kombu's filesystem
+transport for the demo); see docs/configuration.md.
+"""
+
+from __future__ import annotations
+
+import os
+
+from celery import Celery
+
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "tutor.settings")
+
+app = Celery("tutor")
+app.config_from_object("django.conf:settings", namespace="CELERY")
+app.autodiscover_tasks()
+
+
+@app.on_after_configure.connect
+def _filesystem_broker_folders(sender: Celery, **kwargs) -> None:
+    """Kombu's filesystem transport needs its folders to exist."""
+    options = sender.conf.broker_transport_options or {}
+    for key in ("data_folder_in", "data_folder_out", "processed_folder"):
+        if options.get(key):
+            os.makedirs(options[key], exist_ok=True)
+    backend = str(sender.conf.result_backend or "")
+    if backend.startswith("file://"):
+        os.makedirs(backend.removeprefix("file://"), exist_ok=True)

@@ -1,0 +1,188 @@
+"""Teacher review pages (server-rendered; plain forms, no JavaScript needed).
+
+    /review/enter/?t=<launch token>     turns the chat page's launch into a review session
+    /review/<course>/                   overview, filters, conversations, consent, exports
+    /review/<course>/conversations/<id>/  every tutor reply with its review form
+
+They open in a tab of their own (not framed by the LMS). Authentication is the launched
+session; a teacher of course A asking for course B gets 404, a student 403. Every write goes
+through tutor.review's services (recorded with who and when).
+"""
+
+from __future__ import annotations
+
+from datetime import date
+
+from django.conf import settings
+from django.http import FileResponse, HttpRequest, HttpResponse, HttpResponseRedirect
+from django.shortcuts import render
+from django.urls import reverse
+from django.views.decorators.http import require_GET, require_POST
+
+from tutor import review
+from tutor.auth import SESSION_KEY, launch_session_store, launch_token_read
+from tutor.errors import DomainError, NotAuthenticated, NotFound
+from tutor.models import Membership, ReviewDecision
+from tutor.services import training_consent_set
+
+RATING_LABELS = [
+    ("helpful", "Helpful"),
+    ("correct", "Correct"),
+    ("pedagogically_sound", "Pedagogically sound"),
+    ("age_appropriate", "Age-appropriate"),
+]
+
+
+def _reviewer(request: HttpRequest, course_id: int) -> Membership:
+    payload = request.session.get(SESSION_KEY)
+    launched = Membership.objects.filter(pk=(payload or {}).get("m")).first() if payload else None
+    if launched is None:
+        raise NotAuthenticated("Open the tutor from your course, then choose “Review conversations”.")
+    return review.reviewer_get(person_id=launched.person_id, course_id=course_id)
+
+
+def _date(value: str | None) -> date | None:
+    try:
+        return date.fromisoformat(value) if value else None
+    except ValueError:
+        return None
+
+
+def _tristate(value: str | None) -> bool | None:
+    return {"yes": True, "no": False}.get(value or "")
+
+
+@require_GET
+def review_enter(request: HttpRequest) -> HttpResponse:
+    launched = launch_token_read(request.GET.get("t", ""))
+    launch_session_store(request, membership_id=launched.membership.id, placement_id=launched.placement_id)
+    review.reviewer_get(person_id=launched.membership.person_id, course_id=launched.course_id)
+    return HttpResponseRedirect(reverse("review-course", args=[launched.course_id]))
+
+
+@require_GET
+def review_course(request: HttpRequest, course_id: int) -> HttpResponse:
+    reviewer = _reviewer(request, course_id)
+    filters = review.ConversationFilters(
+        flagged=request.GET.get("flagged") == "1",
+        unreviewed=request.GET.get("unreviewed") == "1",
+        rated_down=request.GET.get("rated_down") == "1",
+        since=_date(request.GET.get("since")),
+        until=_date(request.GET.get("until")),
+    )
+    from tutor.chat import tutor_settings_get
+
+    names = review.student_names(course_id=course_id)
+    return render(
+        request,
+        "tutor/review/course.html",
+        {
+            "tool_title": settings.TOOL_TITLE,
+            "course": reviewer.course,
+            "reviewer": reviewer,
+            "is_admin": reviewer.role == "admin",
+            "filters": filters,
+            "rows": [
+                (conversation, names.get(conversation.person_id, ""))
+                for conversation in review.review_conversations(course_id=course_id, filters=filters)[:200]
+            ],
+            "overview": review.course_overview(course_id=course_id),
+            "tutor_settings": tutor_settings_get(course_id=course_id),
+            "exports": reviewer.course.dataset_exports.order_by("-id")[:10],
+            "notice": request.GET.get("notice", ""),
+        },
+    )
+
+
+@require_GET
+def review_conversation(request: HttpRequest, course_id: int, conversation_id: int) -> HttpResponse:
+    reviewer = _reviewer(request, course_id)
+    conversation = review.review_conversation_get(course_id=course_id, conversation_id=conversation_id)
+    return render(
+        request,
+        "tutor/review/conversation.html",
+        {
+            "tool_title": settings.TOOL_TITLE,
+            "course": reviewer.course,
+            "conversation": conversation,
+            "student_name": review.student_names(course_id=course_id).get(conversation.person_id, ""),
+            "items": [
+                {
+                    "message": message,
+                    "ratings": [
+                        (name, label, getattr(getattr(message, "review", None), name, None))
+                        for name, label in RATING_LABELS
+                    ],
+                    "flagged": any(flag.resolved_at is None for flag in message.flags.all()),
+                }
+                for message in review.review_messages(conversation=conversation)
+            ],
+        },
+    )
+
+
+@require_POST
+def review_reply(request: HttpRequest, course_id: int, message_id: int) -> HttpResponse:
+    """One form per tutor reply: save ratings and correction, then approve/reject/flag."""
+    reviewer = _reviewer(request, course_id)
+    action = request.POST.get("action", "save")
+    if action in {"flag", "unflag"}:
+        message = review.message_flag_set(
+            reviewer=reviewer, message_id=message_id, flagged=action == "flag", reason=request.POST.get("reason", "")
+        )
+    else:
+        decision = {
+            "approve": ReviewDecision.APPROVED,
+            "reject": ReviewDecision.REJECTED,
+            "reset": ReviewDecision.PENDING,
+        }.get(action)
+        ratings = {name: _tristate(request.POST.get(name)) for name in review.RATING_FIELDS}
+        updated = review.reply_review_update(
+            reviewer=reviewer,
+            message_id=message_id,
+            ratings=ratings,
+            correction=request.POST.get("correction", ""),
+            decision=decision,
+        )
+        message = updated.message
+    url = reverse("review-conversation", args=[course_id, message.conversation_id])
+    return HttpResponseRedirect(f"{url}#m{message_id}")
+
+
+@require_POST
+def review_training_consent(request: HttpRequest, course_id: int) -> HttpResponse:
+    reviewer = _reviewer(request, course_id)
+    training_consent_set(course=reviewer.course, actor=reviewer, allowed=request.POST.get("allowed") == "1")
+    return HttpResponseRedirect(reverse("review-course", args=[course_id]))
+
+
+@require_POST
+def review_export(request: HttpRequest, course_id: int) -> HttpResponse:
+    from training.datasets import dataset_export
+
+    reviewer = _reviewer(request, course_id)
+    review.admin_check(reviewer=reviewer)
+    try:
+        export = dataset_export(course=reviewer.course, requested_by=reviewer.person)
+        notice = f"Dataset {export.id}: {export.train_examples} training and {export.eval_examples} held-out examples."
+    except DomainError as exc:
+        notice = exc.message
+    return HttpResponseRedirect(reverse("review-course", args=[course_id]) + "?notice=" + notice)
+
+
+@require_GET
+def review_export_download(request: HttpRequest, course_id: int, export_id: int, part: str) -> HttpResponse:
+    from pathlib import Path
+
+    from training.datasets import sibling_paths
+
+    reviewer = _reviewer(request, course_id)
+    review.admin_check(reviewer=reviewer)
+    export = reviewer.course.dataset_exports.filter(pk=export_id, status="ready").first()
+    if export is None:
+        raise NotFound("No such dataset (it may have been purged after an erasure).")
+    train = Path(export.train_path)
+    path = {"train": train, "eval": sibling_paths(train)[0], "report": sibling_paths(train)[1]}.get(part)
+    if path is None or not path.exists():
+        raise NotFound("That file of the dataset does not exist.")
+    return FileResponse(path.open("rb"), as_attachment=True, filename=path.name)
