@@ -1,12 +1,31 @@
-from django.contrib import admin
+from django.contrib import admin, messages
 
-from tutor.models import Course, Membership, Placement
+from tutor.errors import DomainError
+from tutor.models import Course, ErasureRecord, Membership, Placement, ReviewEvent
 
 
 @admin.register(Course)
 class CourseAdmin(admin.ModelAdmin):
     list_display = ("title", "label", "lms_issuer", "lms_context_id", "created_at")
     search_fields = ("title", "label", "lms_context_id")
+    actions = ["export_training_dataset"]
+
+    @admin.action(description="Export training dataset (approved, consented exchanges)")
+    def export_training_dataset(self, request, queryset) -> None:
+        from training.datasets import dataset_export
+
+        for course in queryset:
+            try:
+                export = dataset_export(course=course)
+            except DomainError as exc:
+                self.message_user(request, f"{course}: {exc.message}", messages.WARNING)
+                continue
+            self.message_user(
+                request,
+                f"{course}: dataset {export.id}, {export.train_examples} training and "
+                f"{export.eval_examples} held-out examples in {export.train_path}",
+                messages.SUCCESS,
+            )
 
 
 @admin.register(Placement)
@@ -16,5 +35,22 @@ class PlacementAdmin(admin.ModelAdmin):
 
 @admin.register(Membership)
 class MembershipAdmin(admin.ModelAdmin):
-    list_display = ("person", "course", "role", "last_launch_at")
-    list_filter = ("role",)
+    list_display = ("person", "course", "role", "training_opt_out", "last_launch_at")
+    list_filter = ("role", "training_opt_out")
+
+
+@admin.register(ReviewEvent)
+class ReviewEventAdmin(admin.ModelAdmin):
+    list_display = ("created_at", "course", "action", "actor", "message")
+    list_filter = ("action",)
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return False  # an audit trail is not edited
+
+
+@admin.register(ErasureRecord)
+class ErasureRecordAdmin(admin.ModelAdmin):
+    list_display = ("created_at", "requested_via", "rows_deleted")
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return False

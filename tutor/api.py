@@ -295,7 +295,7 @@ def review_message_payload(message) -> dict:
 
 
 class ReviewConversationDetailApi(APIView):
-    @extend_schema(responses=ReviewMessageOut(many=True))
+    @extend_schema(responses=ReviewMessageOut(many=True), operation_id="v1_review_conversation_messages")
     def get(self, request: Request, conversation_id: int) -> Response:
         reviewer = _reviewer(request)
         conversation = review.review_conversation_get(course_id=reviewer.course_id, conversation_id=conversation_id)

@@ -196,9 +196,20 @@ def _normal_name(text: str) -> str:
 _CHEMICAL_FORMULA = re.compile(r"^(?:[A-Z][a-z]?\d*){2,}$")
 
 
-def _looks_like_a_name(span: str) -> bool:
-    """The NER model's PERSON spans that cannot be one: formulas (NaCl, H2O2), equations."""
-    return not (any(ch.isdigit() for ch in span) or _CHEMICAL_FORMULA.match(span.replace(" ", "")))
+_EPONYM_FOLLOWS = re.compile(
+    r"^(?:['’]s)?\s+(?i:principle|law|laws|theorem|equation|constant|rule|effect|cycle|paradox|method|test"
+    r"|experiment|number|triangle|distribution|series|conjecture|formula|model|process|reagent)\b"
+)
+
+
+def _looks_like_a_name(span: str, after: str) -> bool:
+    """The NER model's PERSON spans that cannot be someone's: formulas (NaCl, H2O2), links,
+    and eponyms ("Le Chatelier's principle", "Pascal's triangle")."""
+    if any(ch.isdigit() for ch in span) or any(mark in span for mark in ("/", "@", "www")):
+        return False
+    if _CHEMICAL_FORMULA.match(span.replace(" ", "")):
+        return False
+    return not _EPONYM_FOLLOWS.match(after)
 
 
 @cache
@@ -323,6 +334,9 @@ def _context_recognizers() -> list[EntityRecognizer]:
                 rf"|\s+(?:from|in)\s+(?:yr|year|class|grade|form)))",
                 rf"^\W*(?P<pii>{_NAME_ANY_CASE})\s+(?i:here)\b",
                 rf"{relation}(?P<pii>{_NAME}(?:\s+{_NAME})?)",
+                rf"\b(?i:my|our)\s+(?i:supervisor|boss|manager|mentor|counsellor|counselor|coach|tutor|teacher|lecturer"
+                rf"|friend|neighbour|neighbor|colleague|classmate|course rep)\b[^.,!?\n]{{0,30}},\s+(?P<pii>{_NAME})\b",
+                rf"(?P<pii>{_NAME})\s+(?i:ma'?am|sir|miss|madam|mam|aunty|auntie|uncle|ji)\b",
                 rf"(?i:thanks|thank you|thx|ty|cheers|regards|best wishes|best|from|love|sincerely|ta)[\s,!.]*"
                 rf"[-–—~]?\s*(?P<pii>{_NAME_ANY_CASE})\s*[.!]?\s*\Z",
                 rf"(?:^|\s)[-–—~]\s*(?P<pii>{_NAME}(?:\s+{_NAME})?)\s*\Z",
@@ -337,9 +351,10 @@ def _context_recognizers() -> list[EntityRecognizer]:
                 r"\b(?P<pii>[A-Za-z]{1,3}\d{5,10})\b",
                 r"\b(?P<pii>\d{2}[A-Za-z]{2,5}\d{2,6})\b",
                 r"\b(?i:student|candidate|matric(?:ulation)?|library|roll|enrol?l?ment|admission|registration|learner"
-                r"|pupil|exam|school|uni|university|card|membership|id|uln|upn|ucas|usi|sid|netid|pen)\.?\s*"
+                r"|pupil|exam|school|uni|university|card|membership|id|uln|upn|ucas|usi|sid|netid|pen|reg)\b\.?\s*"
                 r"(?i:id|i\.d\.|no\.?|number|num|nr|#|card|code)?\.?\s*(?i:is|was|:|=|-)?\s*"
-                r"(?P<pii>(?=[A-Za-z0-9/ -]*\d)[A-Za-z]{0,4}[/ -]?\d[\d/ -]{2,16}\d|[A-Za-z]{0,3}\d{4,12})",
+                r"(?P<pii>(?=[A-Za-z0-9/ -]*\d)[A-Za-z]{0,4}[/ -]?\d[\d/ -]{2,16}\d[A-Za-z]{0,3}"
+                r"|(?=[A-Za-z/-]*\d)[A-Za-z0-9][A-Za-z0-9/-]{3,19})\b",
                 r"\b(?i:candidate|student|exam|roll)\s+(?i:number|no\.?)[^.!\d]{0,30}?(?P<pii>\d{4,12})",
                 r"\b(?i:candidate|student|exam|roll)\s+(?i:number|no\.?)[^.!\d]{0,30}?\d{4,12}\W{0,3}\s*(?i:or|and|/)\s*"
                 r"(?P<pii>\d{4,12})",
@@ -365,6 +380,9 @@ def _context_recognizers() -> list[EntityRecognizer]:
             [
                 r"\b(?P<pii>(?i:[A-Z]{1,2}\d[A-Z\d]?\s?\d[A-Z]{2}))\b",
                 rf"\b(?:{'|'.join(_US_STATES)}),?\s+(?P<pii>\d{{5}}(?:-\d{{4}})?)\b",
+                r"\b(?:NSW|VIC|QLD|WA|SA|TAS|ACT|NT),?\s+(?P<pii>\d{4})\b",  # Australia
+                r"\b(?P<pii>[A-Za-z]\d[A-Za-z]\s?\d[A-Za-z]\d)\b",  # Canada
+                r"\b(?P<pii>[A-Za-z]\d{2}\s?(?=[A-Za-z0-9]*\d)[A-Za-z0-9]{4})\b",  # Ireland (Eircode)
                 r"\b(?i:zip|zip code|zipcode|postcode|post code|postal code)\s*(?i:is|:)?\s*(?P<pii>[A-Z0-9]{3,5}"
                 r"(?:[\s-][A-Z0-9]{3,4})?)\b",
             ],
@@ -472,6 +490,28 @@ class Scrubber:
             nlp_configuration={
                 "nlp_engine_name": "spacy",
                 "models": [{"lang_code": "en", "model_name": SPACY_MODEL}],
+                # Only PERSON is taken from the NER model; the other labels are noise here.
+                "ner_model_configuration": {
+                    "labels_to_ignore": [
+                        "CARDINAL",
+                        "ORDINAL",
+                        "QUANTITY",
+                        "MONEY",
+                        "PERCENT",
+                        "DATE",
+                        "TIME",
+                        "LANGUAGE",
+                        "LAW",
+                        "EVENT",
+                        "WORK_OF_ART",
+                        "PRODUCT",
+                        "FAC",
+                        "GPE",
+                        "LOC",
+                        "NORP",
+                        "ORG",
+                    ],
+                },
             }
         )
         nlp_engine = provider.create_engine()
@@ -511,7 +551,8 @@ class Scrubber:
                 if not recognizer.startswith("Roster"):
                     if _normal_name(span_text) in figures and _normal_name(span_text) not in roster:
                         continue
-                    if recognizer == "SpacyRecognizer" and not _looks_like_a_name(span_text):
+                    after = text[result.end : result.end + 40]
+                    if recognizer == "SpacyRecognizer" and not _looks_like_a_name(span_text, after):
                         continue
             kept.append(result)
         return kept

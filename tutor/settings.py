@@ -296,5 +296,6 @@ LOGGING = {
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
     "root": {"handlers": ["console"], "level": os.environ.get("LOG_LEVEL", "INFO")},
-    "loggers": {"django.request": {"level": "ERROR"}},
+    # Presidio logs every recognizer it loads, per message for the roster's: keep its warnings only.
+    "loggers": {"django.request": {"level": "ERROR"}, "presidio-analyzer": {"level": "WARNING"}},
 }

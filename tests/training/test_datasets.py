@@ -40,7 +40,7 @@ def test_corrections_replace_replies_and_unapproved_turns_carry_weight_zero(cour
     conversation = conversation_for(student)
     _, first = exchange(conversation, "What is 2 + 2?", "It is 5.")
     _, second = exchange(conversation, "Why?", "Because adding two twos gives four.")
-    _, third = exchange(conversation, "Thanks! and 3 + 3?", "Six.")
+    exchange(conversation, "Thanks! and 3 + 3?", "Six.")
     approve(teacher, first, decision=ReviewDecision.REJECTED)
     approve(teacher, second, correction="Two plus two is four: count two, then two more.")
     # the third reply is not reviewed: the example ends at the last approved reply
@@ -78,6 +78,11 @@ def test_only_consented_courses_and_students_who_did_not_opt_out(course_setup, t
         dataset_export(course=teacher.course, out=tmp_path / "e.jsonl")
 
 
+def explanation(topic: str, turn: int) -> str:
+    """A long, topic-specific corrected reply (near-duplicate detection works on word 5-grams)."""
+    return f"Here is how {topic} works, part {turn}: " + " ".join(f"{topic}-idea-{i}" for i in range(100))
+
+
 def test_duplicates_are_dropped_and_the_split_keeps_conversations_whole(course_setup, tmp_path):
     teacher = course_setup
     topics = ["photosynthesis", "mitosis", "osmosis", "respiration", "enzymes", "diffusion", "evolution", "ecology"]
@@ -85,7 +90,7 @@ def test_duplicates_are_dropped_and_the_split_keeps_conversations_whole(course_s
         conversation = conversation_for(member(f"s{index}"))
         for turn in range(2):
             _, reply = exchange(conversation, f"Explain {topic}, part {turn}", f"{topic} step {turn}")
-            approve(teacher, reply, correction=f"Here is how {topic} works, part {turn}.")
+            approve(teacher, reply, correction=explanation(topic, turn))
     # an exact duplicate of the first conversation, and a near duplicate (one word differs)
     for question_suffix in ("", " please"):
         conversation = conversation_for(member(f"dup{question_suffix}"))
@@ -94,7 +99,7 @@ def test_duplicates_are_dropped_and_the_split_keeps_conversations_whole(course_s
             _, reply = exchange(
                 conversation, f"Explain photosynthesis, part {turn}{suffix}", f"photosynthesis step {turn}"
             )
-            approve(teacher, reply, correction=f"Here is how photosynthesis works, part {turn}.")
+            approve(teacher, reply, correction=explanation("photosynthesis", turn))
 
     export = dataset_export(course=teacher.course, out=tmp_path / "d.jsonl", eval_fraction=0.25, seed=3)
     assert export.report["dropped"] == {"exact_duplicate": 1, "near_duplicate": 1}
@@ -111,8 +116,9 @@ def test_duplicates_are_dropped_and_the_split_keeps_conversations_whole(course_s
 
 def test_validation_drops_examples_longer_than_the_limit_and_reports_why(course_setup, tmp_path, settings):
     teacher = course_setup
-    for index, size in enumerate((5, 400)):
-        _, reply = exchange(conversation_for(member(f"s{index}")), "Tell me about cells " * size, "Cells are units.")
+    for index, size in enumerate((5, 250)):
+        question = "Tell me about cells: " + " ".join(f"cell-fact-{i}" for i in range(size))
+        _, reply = exchange(conversation_for(member(f"s{index}")), question, "Cells are units.")
         approve(teacher, reply)
     settings.TRAINING_MAX_SEQ_TOKENS = 600
 

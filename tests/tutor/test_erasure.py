@@ -36,8 +36,9 @@ STUDENT_ROWS = {
 
 
 def rows_about(person_id: int) -> dict[str, int]:
-    return {label: apps.get_model(label).objects.filter(**where(person_id)).count() for label, where in
-            STUDENT_ROWS.items()}
+    return {
+        label: apps.get_model(label).objects.filter(**where(person_id)).count() for label, where in STUDENT_ROWS.items()
+    }
 
 
 @pytest.fixture
@@ -48,8 +49,13 @@ def course_with_export(demo_model, tmp_path, django_capture_on_commit_callbacks)
     kept = member("s-kept", name="Kim Kept")
     for student, topic in ((erased, "volcanoes"), (kept, "glaciers")):
         _, reply = exchange(conversation_for(student), f"Tell me about {topic}", f"{topic} are interesting.")
-        reply_review_update(reviewer=teacher, message_id=reply.id, correction=f"All about {topic}.",
-                            decision=ReviewDecision.APPROVED, ratings={"helpful": True})
+        reply_review_update(
+            reviewer=teacher,
+            message_id=reply.id,
+            correction=f"All about {topic}.",
+            decision=ReviewDecision.APPROVED,
+            ratings={"helpful": True},
+        )
         message_flag_set(reviewer=teacher, message_id=reply.id, flagged=True)
     export = dataset_export(course=teacher.course, out=tmp_path / "before.jsonl", eval_fraction=0)
     return teacher, erased, kept, export
@@ -92,8 +98,12 @@ def test_data_privacy_launch_erases_after_confirmation(tool, platform):
 
     def privacy_launch(user: str, for_user: str) -> requests.Response:
         return platform.launch(
-            requests.Session(), tool, user=user, message_type="DataPrivacyLaunchRequest",
-            lti_context=DROP, lti_for_user={"id": for_user},
+            requests.Session(),
+            tool,
+            user=user,
+            message_type="DataPrivacyLaunchRequest",
+            lti_context=DROP,
+            lti_for_user={"id": for_user},
         )
 
     refused = privacy_launch("teacher", "devlms-student-1")  # a teacher may not erase a student

@@ -17,8 +17,18 @@ pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.live, pytest.
 
 CLASSMATE = DevUser("classmate", "devlms-student-9", "Ben Okafor", (LIS + "membership#Learner",))
 PII = [
-    "Aisha", "Khan", "aisha.khan@oakfield.sch.uk", "07700 900123", "+44 7700 900987", "20231847",
-    "14 Elm Grove", "LS6 2AB", "Ben", "Okafor", "instagram.com/aisha_k", "14/03/2010",
+    "Aisha",
+    "Khan",
+    "aisha.khan@oakfield.sch.uk",
+    "07700 900123",
+    "+44 7700 900987",
+    "20231847",
+    "14 Elm Grove",
+    "LS6 2AB",
+    "Ben",
+    "Okafor",
+    "instagram.com/aisha_k",
+    "14/03/2010",
 ]
 MESSAGES = [
     "Hi, I'm Aisha Khan, my email is aisha.khan@oakfield.sch.uk and my phone is 07700 900123. What is photosynthesis?",
@@ -56,14 +66,19 @@ def test_pii_never_reaches_scrubbed_text_exports_or_logs(chat_tool, platform, ca
     for index, reply in enumerate(replies):
         body = {"decision": "approved", "helpful": True}
         if index == 1:  # the teacher's correction names the student too
-            body["correction"] = "Well done Aisha! Plants use light energy to make glucose; email aisha.khan@oakfield.sch.uk"
+            body["correction"] = (
+                "Well done Aisha! Plants use light energy to make glucose; email aisha.khan@oakfield.sch.uk"
+            )
         response = requests.patch(f"{chat_tool}/api/v1/review/replies/{reply.id}/", json=body, headers=teacher)
         assert response.status_code == 200, response.text
         assert "Aisha" not in response.text  # teachers see the scrubbed text
 
-    assert requests.post(
-        chat_tool + "/api/v1/course/dataset-exports/", json={"eval_fraction": 0}, headers=teacher
-    ).status_code == 403  # exporting is for administrators
+    assert (
+        requests.post(
+            chat_tool + "/api/v1/course/dataset-exports/", json={"eval_fraction": 0}, headers=teacher
+        ).status_code
+        == 403
+    )  # exporting is for administrators
     exported = requests.post(chat_tool + "/api/v1/course/dataset-exports/", json={"eval_fraction": 0}, headers=admin)
     assert exported.status_code == 201, exported.text
     export = DatasetExport.objects.get(pk=exported.json()["id"])

@@ -1,8 +1,11 @@
 """PII scrubbing: recall on labelled corpora of realistic student messages, and the rules
 that keep tutoring content (public figures, maths, formulas) intact.
 
-pii_corpus.jsonl was used while the recognizers were written; pii_corpus_holdout.jsonl was
-written afterwards, independently, and never tuned on. Both must meet the targets.
+Three corpora, each written by someone who had not seen the recognizers:
+pii_corpus.jsonl was used while they were written; pii_corpus_holdout.jsonl was measured
+once (93.7%) and then prompted generic fixes (international postcodes, alphanumeric ids,
+eponyms); pii_corpus_fresh.jsonl was written after that and never tuned on. All must meet
+the targets; the figures are printed and recorded in docs/privacy.md.
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ from tutor.privacy import scrub
 pytestmark = pytest.mark.fast
 
 DATA = Path(__file__).parent / "data"
-CORPORA = ["pii_corpus.jsonl", "pii_corpus_holdout.jsonl"]
+CORPORA = ["pii_corpus.jsonl", "pii_corpus_holdout.jsonl", "pii_corpus_fresh.jsonl"]
 
 
 def recall(corpus: str) -> tuple[Counter, Counter, int, int, list]:
@@ -52,7 +55,9 @@ def test_entity_recall_meets_the_targets(corpus, capsys):
     assert overall >= 0.95
     assert found["EMAIL_ADDRESS"] == total["EMAIL_ADDRESS"] > 0
     assert found["PHONE_NUMBER"] == total["PHONE_NUMBER"] > 0
-    assert kept / keeps >= 0.9  # over-scrubbing would gut the training data
+    # Over-scrubbing would gut the training data; privacy wins ties (a public figure the
+    # lists do not know is scrubbed), so this bound is looser than recall's.
+    assert kept / keeps >= 0.85
 
 
 def test_public_figures_stay_and_a_classmate_with_the_same_name_goes():
@@ -75,5 +80,8 @@ def test_counts_are_kept_but_never_the_values():
 
 
 def test_maths_and_formulas_are_not_personal_data():
-    text = "What is 1234567 divided by 7? Balance CH4 + O2 -> CO2 + H2O. Is NaCl ionic? See khanacademy.org"
+    text = (
+        "What is 1234567 divided by 7? Balance CH4 + O2 -> CO2 + H2O. Is NaCl ionic? See khanacademy.org. "
+        "My idea-3 is in the video-12 clip, an ideal 2-step proof."  # "id…" inside words is not an id
+    )
     assert scrub(text).text == text

@@ -39,7 +39,7 @@ def two_courses(tool, platform):
     teacher_auth, teacher_browser, teacher_token = launched(platform, tool, "teacher")
     student_auth, _, _ = launched(platform, tool, "student")
     second_auth, _, _ = launched(platform, tool, SECOND_STUDENT)
-    other_student_auth, _, _ = launched(platform, tool, "student", course=OTHER_COURSE)
+    launched(platform, tool, "student", course=OTHER_COURSE)
     student = membership_of("devlms-student-1")
     second = membership_of("devlms-student-2")
     other = membership_of("devlms-student-1", "course-99")
@@ -67,9 +67,12 @@ def test_students_cannot_review_and_cannot_read_each_others_conversations(tool, 
     assert response.status_code == 403 and response.json()["error"]["code"] == "forbidden"
     theirs = s["second_reply"].conversation_id
     assert requests.get(f"{tool}/api/v1/conversations/{theirs}/", headers=s["student"]).status_code == 404
-    assert requests.post(
-        f"{tool}/api/v1/messages/{s['second_reply'].id}/rating/", json={"value": 1}, headers=s["student"]
-    ).status_code == 404
+    assert (
+        requests.post(
+            f"{tool}/api/v1/messages/{s['second_reply'].id}/rating/", json={"value": 1}, headers=s["student"]
+        ).status_code
+        == 404
+    )
     assert not ReplyReview.objects.exists()
 
 
@@ -78,12 +81,16 @@ def test_teachers_review_their_course_only(tool, two_courses):
     listed = requests.get(f"{tool}/api/v1/review/conversations/", headers=s["teacher"]).json()
     assert {c["id"] for c in listed} == {s["reply"].conversation_id, s["second_reply"].conversation_id}
     other = s["other_reply"]
-    assert requests.get(
-        f"{tool}/api/v1/review/conversations/{other.conversation_id}/", headers=s["teacher"]
-    ).status_code == 404
-    assert requests.patch(
-        f"{tool}/api/v1/review/replies/{other.id}/", json={"decision": "approved"}, headers=s["teacher"]
-    ).status_code == 404
+    assert (
+        requests.get(f"{tool}/api/v1/review/conversations/{other.conversation_id}/", headers=s["teacher"]).status_code
+        == 404
+    )
+    assert (
+        requests.patch(
+            f"{tool}/api/v1/review/replies/{other.id}/", json={"decision": "approved"}, headers=s["teacher"]
+        ).status_code
+        == 404
+    )
     assert not ReplyReview.objects.filter(message=other).exists()
 
 
@@ -117,10 +124,13 @@ def test_review_pages_follow_the_same_rules(tool, platform, two_courses):
     assert "What is osmosis?" in entered.text and "What is a mole?" not in entered.text
     other_course = s["other_reply"].conversation.course_id
     assert teacher.get(f"{tool}/review/{other_course}/").status_code == 404
-    assert teacher.get(
-        f"{tool}/review/{other_course}/conversations/{s['other_reply'].conversation_id}/"
-    ).status_code == 404
-    assert teacher.get(f"{tool}/review/{course_id}/conversations/{s['other_reply'].conversation_id}/").status_code == 404
+    assert (
+        teacher.get(f"{tool}/review/{other_course}/conversations/{s['other_reply'].conversation_id}/").status_code
+        == 404
+    )
+    assert (
+        teacher.get(f"{tool}/review/{course_id}/conversations/{s['other_reply'].conversation_id}/").status_code == 404
+    )
 
     assert requests.get(f"{tool}/review/{course_id}/").status_code == 401  # no launch at all
 
@@ -129,7 +139,8 @@ def test_review_pages_follow_the_same_rules(tool, platform, two_courses):
     assert student_browser.get(f"{tool}/review/{course_id}/").status_code == 403
     reply_url = f"{tool}/review/{course_id}/replies/{s['reply'].id}/"
     csrf = student_browser.cookies.get("csrftoken", "")
-    refused = student_browser.post(reply_url, data={"action": "approve", "csrfmiddlewaretoken": csrf},
-                                   headers={"Referer": tool + "/"})
+    refused = student_browser.post(
+        reply_url, data={"action": "approve", "csrfmiddlewaretoken": csrf}, headers={"Referer": tool + "/"}
+    )
     assert refused.status_code in (403,)
     assert not ReplyReview.objects.exists()

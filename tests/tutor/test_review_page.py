@@ -13,7 +13,6 @@ from pathlib import Path
 import pytest
 from django.core.management import call_command
 
-from tests.tutor.test_chat_page import browser_page  # noqa: F401  (the same Chromium fixture)
 from training.models import DatasetExport
 from tutor.models import Message, ReplyReview, ReviewEvent
 
@@ -23,7 +22,10 @@ CORRECTION = "A fraction is a part of a whole: 3/4 means three of four equal par
 
 
 def test_teacher_rates_corrects_and_approves_and_the_export_has_the_correction(
-    asgi_url, browser_page, tmp_path, demo_model  # noqa: F811
+    asgi_url,
+    browser_page,
+    tmp_path,
+    demo_model,
 ):
     page = browser_page
     page.set_viewport_size({"width": 1200, "height": 900})
@@ -54,8 +56,9 @@ def test_teacher_rates_corrects_and_approves_and_the_export_has_the_correction(
     assert ReviewEvent.objects.filter(action="reply_review", message=reply).exists()
 
     out = tmp_path / "course.jsonl"
-    call_command("export_dataset", "--course", str(reply.conversation.course_id), "--out", str(out),
-                 "--eval-fraction", "0")
+    call_command(
+        "export_dataset", "--course", str(reply.conversation.course_id), "--out", str(out), "--eval-fraction", "0"
+    )
     (line,) = Path(out).read_text().splitlines()
     messages = json.loads(line)["messages"]
     assert messages[-1] == {"role": "assistant", "content": CORRECTION}
