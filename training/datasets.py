@@ -50,6 +50,7 @@ from django.utils import timezone
 from serving.chat_templates import chat_template_text
 from serving.model_server import base_model_dir
 from training.models import DatasetExample, DatasetExport
+from training.recipe import epochs_for
 from tutor.chat import tutor_settings_get
 from tutor.errors import DomainError, NotFound
 from tutor.models import Conversation, Course, Membership, Message, MessageStatus, Person, ReviewDecision
@@ -84,11 +85,6 @@ def course_resolve(*, course_ref: str) -> Course:
     if course is None:
         raise NotFound(f"No course with id or LMS context id {course_ref!r}.")
     return course
-
-
-def epochs_for(examples: int) -> int:
-    """Small datasets take more passes: clamp(10000 / examples, 1, 10)."""
-    return max(1, min(10, round(10000 / max(examples, 1))))
 
 
 @dataclass

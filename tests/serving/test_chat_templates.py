@@ -123,3 +123,33 @@ def test_production_serves_mixtral_with_the_mistral_template_and_the_lora_flags(
     assert command[command.index("--host") + 1] == "127.0.0.1"  # a private address by default
     for flag in ("--enable-lora", "--max-loras", "--max-lora-rank", "--max-cpu-loras", "--served-model-name"):
         assert flag in command
+
+
+@pytest.mark.parametrize("template", ["chatml", "mistral"])
+def test_a_turn_with_weight_zero_is_context_only(template):
+    """mistral-finetune's "weight": 0 (a reply a teacher did not approve): rendered, but outside
+    the generation markers, so no loss is taken on it; the text is the same as without weights."""
+    source = CHATML if template == "chatml" else MISTRAL
+    messages = [
+        {"role": "user", "content": "What is 2 + 2?"},
+        {"role": "assistant", "content": "It is 5.", "weight": 0},
+        {"role": "user", "content": "Why?"},
+        {"role": "assistant", "content": "Two and two make four."},
+    ]
+    rendered, masks = render_jinja_template(
+        conversations=[messages],
+        chat_template=source,
+        return_assistant_tokens_mask=True,
+        bos_token="<s>",
+        eos_token="</s>",
+    )
+    text, spans = rendered[0], masks[0]
+    trained = [text[start:end].removesuffix("</s>").removesuffix("<|im_end|>") for start, end in spans]
+    assert trained == ["Two and two make four."]
+    unweighted = [{k: v for k, v in m.items() if k != "weight"} for m in messages]
+    assert (
+        text
+        == render_jinja_template(conversations=[unweighted], chat_template=source, bos_token="<s>", eos_token="</s>")[
+            0
+        ][0]
+    )
