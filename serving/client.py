@@ -77,10 +77,31 @@ def _request(model: str, messages: list[dict]) -> dict:
     }
 
 
+def _adapter_missing(exc: Exception, model: str) -> bool:
+    """vLLM answers 404 for an adapter it does not have (it restarted and lost its adapters)."""
+    return isinstance(exc, openai.NotFoundError) and model != settings.MODEL_SERVED_NAME
+
+
+def _reload_adapters() -> None:
+    from serving.adapters import AdapterError, adapters_reload
+
+    try:
+        adapters_reload()
+    except AdapterError as exc:
+        raise ModelServerUnavailable(f"The course's tutor could not be loaded again: {exc}") from exc
+
+
 def chat_complete(*, model: str, messages: list[dict]) -> Reply:
     """The whole reply at once."""
+    client = _sync_client(settings.VLLM_BASE_URL)
     try:
-        completion = _sync_client(settings.VLLM_BASE_URL).chat.completions.create(**_request(model, messages))
+        try:
+            completion = client.chat.completions.create(**_request(model, messages))
+        except openai.OpenAIError as exc:
+            if not _adapter_missing(exc, model):
+                raise
+            _reload_adapters()
+            completion = client.chat.completions.create(**_request(model, messages))
     except openai.OpenAIError as exc:
         raise _unavailable(exc) from exc
     choice = completion.choices[0]
@@ -89,9 +110,17 @@ def chat_complete(*, model: str, messages: list[dict]) -> Reply:
 
 async def chat_stream(*, model: str, messages: list[dict]) -> AsyncIterator[str]:
     """The reply as it is generated, piece by piece."""
+    from asgiref.sync import sync_to_async
+
     client = _async_client(settings.VLLM_BASE_URL)
     try:
-        stream = await client.chat.completions.create(**_request(model, messages), stream=True)
+        try:
+            stream = await client.chat.completions.create(**_request(model, messages), stream=True)
+        except openai.OpenAIError as exc:
+            if not _adapter_missing(exc, model):
+                raise
+            await sync_to_async(_reload_adapters)()
+            stream = await client.chat.completions.create(**_request(model, messages), stream=True)
         # Leaving the block early (the student left) closes the response, which makes vLLM abort the request.
         async with stream:
             async for chunk in stream:
@@ -102,8 +131,7 @@ async def chat_stream(*, model: str, messages: list[dict]) -> AsyncIterator[str]
 
 
 def model_for_course(*, course_id: int) -> str:
-    """The model name a course's requests use: its active adapter, else the base model.
+    """The model name a course's requests use: its active adapter, else the base model."""
+    from serving.adapters import active_adapter_name
 
-    Adapters arrive with the retraining loop; until then every course uses the base model.
-    """
-    return settings.MODEL_SERVED_NAME
+    return active_adapter_name(course_id=course_id) or settings.MODEL_SERVED_NAME

@@ -97,5 +97,19 @@ def celery_worker_log(django_db_setup):
 
     from tests.support.servers import celery_worker
 
-    with celery_worker(database_url=test_database_url(), broker_url=settings.REDIS_URL) as log:
+    with celery_worker(database_url=test_database_url(), broker_url=settings.REDIS_URL) as (log, _process):
+        yield log
+
+
+@pytest.fixture(scope="session")
+def gpu_worker_log(django_db_setup, vllm_url):
+    """A real Celery worker on the `gpu` queue (training jobs), talking to the real vLLM."""
+    import os
+
+    from django.conf import settings
+
+    from tests.support.servers import celery_worker
+
+    os.environ["VLLM_BASE_URL"] = vllm_url  # the worker and its training child inherit it
+    with celery_worker(database_url=test_database_url(), broker_url=settings.REDIS_URL, queues="gpu") as (log, _):
         yield log

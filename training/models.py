@@ -57,3 +57,83 @@ class DatasetExample(models.Model):
 
     def __str__(self) -> str:
         return f"{self.split} line {self.line} of dataset {self.export_id}"
+
+
+class TrainingJob(models.Model):
+    """One retraining of a course's adapter. Its row is the truth: the Celery task only acts
+    through guarded state changes on it, so a redelivered message resumes or does nothing."""
+
+    class State(models.TextChoices):
+        QUEUED = "queued", "Queued"
+        VALIDATING = "validating", "Validating the dataset"
+        TRAINING = "training", "Training"
+        EVALUATING = "evaluating", "Evaluating"
+        READY = "ready", "Ready (waiting for an admin's decision)"
+        PROMOTED = "promoted", "Promoted (serving)"
+        REJECTED = "rejected", "Rejected"
+        FAILED = "failed", "Failed"
+        CANCELLED = "cancelled", "Cancelled"
+
+    ACTIVE_STATES = (State.QUEUED, State.VALIDATING, State.TRAINING, State.EVALUATING)
+
+    course = models.ForeignKey("tutor.Course", related_name="training_jobs", on_delete=models.CASCADE)
+    dataset = models.ForeignKey(DatasetExport, null=True, blank=True, related_name="jobs", on_delete=models.SET_NULL)
+    adapter = models.ForeignKey(
+        "serving.AdapterVersion", null=True, blank=True, related_name="jobs", on_delete=models.SET_NULL
+    )
+    requested_by = models.ForeignKey("tutor.Person", null=True, blank=True, related_name="+", on_delete=models.SET_NULL)
+    state = models.CharField(max_length=16, choices=State.choices, default=State.QUEUED)
+    overrides = models.JSONField(default=dict, blank=True, help_text="TrainConfig fields set for this job")
+    work_dir = models.CharField(max_length=1000, blank=True)
+    step = models.PositiveIntegerField(default=0)
+    total_steps = models.PositiveIntegerField(default=0)
+    learning_rate = models.FloatField(null=True, blank=True)
+    train_loss = models.FloatField(null=True, blank=True)
+    eval_loss = models.FloatField(null=True, blank=True)
+    eta_seconds = models.PositiveIntegerField(null=True, blank=True)
+    log_tail = models.TextField(blank=True)
+    evaluation = models.JSONField(default=dict, blank=True)
+    error = models.TextField(blank=True)
+    cancel_requested = models.BooleanField(default=False)
+    lease_until = models.DateTimeField(null=True, blank=True, help_text="Held by a worker until then")
+    attempts = models.PositiveIntegerField(default=0)
+    created_at = models.DateTimeField(auto_now_add=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["-id"]
+
+    def __str__(self) -> str:
+        return f"Training job {self.pk} of {self.course} ({self.state})"
+
+
+class JobEvent(models.Model):
+    job = models.ForeignKey(TrainingJob, related_name="events", on_delete=models.CASCADE)
+    state = models.CharField(max_length=16)
+    message = models.CharField(max_length=500, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["id"]
+
+    def __str__(self) -> str:
+        return f"job {self.job_id}: {self.state}"
+
+
+class JobMetric(models.Model):
+    """A logged training step: the loss curve of the admin page."""
+
+    job = models.ForeignKey(TrainingJob, related_name="metrics", on_delete=models.CASCADE)
+    step = models.PositiveIntegerField()
+    train_loss = models.FloatField(null=True, blank=True)
+    eval_loss = models.FloatField(null=True, blank=True)
+    learning_rate = models.FloatField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["step", "id"]
+
+    def __str__(self) -> str:
+        return f"job {self.job_id} step {self.step}"

@@ -1,6 +1,5 @@
-from django.contrib import admin, messages
+from django.contrib import admin
 
-from tutor.errors import DomainError
 from tutor.models import Course, ErasureRecord, Membership, Placement, ReviewEvent
 
 
@@ -8,24 +7,6 @@ from tutor.models import Course, ErasureRecord, Membership, Placement, ReviewEve
 class CourseAdmin(admin.ModelAdmin):
     list_display = ("title", "label", "lms_issuer", "lms_context_id", "created_at")
     search_fields = ("title", "label", "lms_context_id")
-    actions = ["export_training_dataset"]
-
-    @admin.action(description="Export training dataset (approved, consented exchanges)")
-    def export_training_dataset(self, request, queryset) -> None:
-        from training.datasets import dataset_export
-
-        for course in queryset:
-            try:
-                export = dataset_export(course=course)
-            except DomainError as exc:
-                self.message_user(request, f"{course}: {exc.message}", messages.WARNING)
-                continue
-            self.message_user(
-                request,
-                f"{course}: dataset {export.id}, {export.train_examples} training and "
-                f"{export.eval_examples} held-out examples in {export.train_path}",
-                messages.SUCCESS,
-            )
 
 
 @admin.register(Placement)

@@ -107,18 +107,6 @@ class TrainingConsentIO(serializers.Serializer):
     allowed = serializers.BooleanField()
 
 
-class ExportIn(serializers.Serializer):
-    eval_fraction = serializers.FloatField(required=False, min_value=0, max_value=0.9)
-
-
-class ExportOut(serializers.Serializer):
-    id = serializers.IntegerField()
-    status = serializers.CharField()
-    train_examples = serializers.IntegerField()
-    eval_examples = serializers.IntegerField()
-    report = serializers.DictField()
-
-
 class ReviewConversationOut(serializers.Serializer):
     id = serializers.IntegerField()
     title = serializers.CharField()
@@ -182,7 +170,7 @@ class TrainingChoiceApi(APIView):
         return Response({"opted_out": membership.training_opt_out})
 
 
-def _reviewer(request: Request):
+def reviewer_for(request: Request):
     return review.reviewer_get(person_id=request.user.membership.person_id, course_id=request.user.course_id)
 
 
@@ -191,41 +179,13 @@ class TrainingConsentApi(APIView):
 
     @extend_schema(request=TrainingConsentIO, responses=TrainingConsentIO)
     def put(self, request: Request) -> Response:
-        reviewer = _reviewer(request)
+        reviewer = reviewer_for(request)
         data = TrainingConsentIO(data=request.data)
         data.is_valid(raise_exception=True)
         tutor_settings = training_consent_set(
             course=reviewer.course, actor=reviewer, allowed=data.validated_data["allowed"]
         )
         return Response({"allowed": tutor_settings.training_consent})
-
-
-class DatasetExportApi(APIView):
-    """Admins: export the launched course's training dataset (see docs/training-data.md)."""
-
-    @extend_schema(request=ExportIn, responses={201: ExportOut})
-    def post(self, request: Request) -> Response:
-        from training.datasets import dataset_export
-
-        reviewer = _reviewer(request)
-        review.admin_check(reviewer=reviewer)
-        data = ExportIn(data=request.data)
-        data.is_valid(raise_exception=True)
-        export = dataset_export(
-            course=reviewer.course,
-            requested_by=reviewer.person,
-            eval_fraction=data.validated_data.get("eval_fraction"),
-        )
-        return Response(
-            {
-                "id": export.id,
-                "status": export.status,
-                "train_examples": export.train_examples,
-                "eval_examples": export.eval_examples,
-                "report": export.report,
-            },
-            status=status.HTTP_201_CREATED,
-        )
 
 
 class ReviewConversationListApi(APIView):
@@ -236,7 +196,7 @@ class ReviewConversationListApi(APIView):
     def get(self, request: Request) -> Response:
         from datetime import date
 
-        reviewer = _reviewer(request)
+        reviewer = reviewer_for(request)
         params = request.query_params
 
         def day(name: str):
@@ -297,7 +257,7 @@ def review_message_payload(message) -> dict:
 class ReviewConversationDetailApi(APIView):
     @extend_schema(responses=ReviewMessageOut(many=True), operation_id="v1_review_conversation_messages")
     def get(self, request: Request, conversation_id: int) -> Response:
-        reviewer = _reviewer(request)
+        reviewer = reviewer_for(request)
         conversation = review.review_conversation_get(course_id=reviewer.course_id, conversation_id=conversation_id)
         return Response([review_message_payload(m) for m in review.review_messages(conversation=conversation)])
 
@@ -307,7 +267,7 @@ class ReviewReplyApi(APIView):
 
     @extend_schema(request=ReviewIn, responses=ReviewMessageOut)
     def patch(self, request: Request, message_id: int) -> Response:
-        reviewer = _reviewer(request)
+        reviewer = reviewer_for(request)
         data = ReviewIn(data=request.data)
         data.is_valid(raise_exception=True)
         fields = data.validated_data

@@ -19,3 +19,22 @@ import threading  # noqa: E402
 from tutor import privacy  # noqa: E402
 
 threading.Thread(target=privacy.scrubber, name="scrubber-warmup", daemon=True).start()
+
+
+def _adapters_reload_when_served() -> None:
+    """Every active adapter back into vLLM once it answers (it may have restarted without them)."""
+    import time
+
+    from serving.adapters import AdapterError, adapters_reload
+
+    for _ in range(60):
+        try:
+            adapters_reload()
+            return
+        except AdapterError:
+            time.sleep(5)
+        except Exception:  # the database may not be migrated yet; the first 404 reloads too
+            return
+
+
+threading.Thread(target=_adapters_reload_when_served, name="adapters-reload", daemon=True).start()

@@ -227,7 +227,7 @@ async def reply_stream(*, conversation: Conversation) -> AsyncIterator[dict]:
         raise NothingToAnswer("There is no student message waiting for an answer.")
     messages = await sync_to_async(prompt_messages)(conversation=conversation)
     system_prompt = messages[0]["content"]
-    model = model_for_course(course_id=conversation.course_id)
+    model = await sync_to_async(model_for_course)(course_id=conversation.course_id)
     reply = await Message.objects.acreate(
         conversation=conversation, sender=Sender.TUTOR, content="", status=MessageStatus.STREAMING, model_name=model
     )

@@ -14,14 +14,14 @@ from __future__ import annotations
 from datetime import date
 
 from django.conf import settings
-from django.http import FileResponse, HttpRequest, HttpResponse, HttpResponseRedirect
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import render
 from django.urls import reverse
 from django.views.decorators.http import require_GET, require_POST
 
 from tutor import review
 from tutor.auth import SESSION_KEY, launch_session_store, launch_token_read
-from tutor.errors import DomainError, NotAuthenticated, NotFound
+from tutor.errors import NotAuthenticated
 from tutor.models import Membership, ReviewDecision
 from tutor.services import training_consent_set
 
@@ -33,7 +33,7 @@ RATING_LABELS = [
 ]
 
 
-def _reviewer(request: HttpRequest, course_id: int) -> Membership:
+def reviewer_from_session(request: HttpRequest, course_id: int) -> Membership:
     payload = request.session.get(SESSION_KEY)
     launched = Membership.objects.filter(pk=(payload or {}).get("m")).first() if payload else None
     if launched is None:
@@ -62,7 +62,7 @@ def review_enter(request: HttpRequest) -> HttpResponse:
 
 @require_GET
 def review_course(request: HttpRequest, course_id: int) -> HttpResponse:
-    reviewer = _reviewer(request, course_id)
+    reviewer = reviewer_from_session(request, course_id)
     filters = review.ConversationFilters(
         flagged=request.GET.get("flagged") == "1",
         unreviewed=request.GET.get("unreviewed") == "1",
@@ -96,7 +96,7 @@ def review_course(request: HttpRequest, course_id: int) -> HttpResponse:
 
 @require_GET
 def review_conversation(request: HttpRequest, course_id: int, conversation_id: int) -> HttpResponse:
-    reviewer = _reviewer(request, course_id)
+    reviewer = reviewer_from_session(request, course_id)
     conversation = review.review_conversation_get(course_id=course_id, conversation_id=conversation_id)
     return render(
         request,
@@ -124,7 +124,7 @@ def review_conversation(request: HttpRequest, course_id: int, conversation_id: i
 @require_POST
 def review_reply(request: HttpRequest, course_id: int, message_id: int) -> HttpResponse:
     """One form per tutor reply: save ratings and correction, then approve/reject/flag."""
-    reviewer = _reviewer(request, course_id)
+    reviewer = reviewer_from_session(request, course_id)
     action = request.POST.get("action", "save")
     if action in {"flag", "unflag"}:
         message = review.message_flag_set(
@@ -151,38 +151,6 @@ def review_reply(request: HttpRequest, course_id: int, message_id: int) -> HttpR
 
 @require_POST
 def review_training_consent(request: HttpRequest, course_id: int) -> HttpResponse:
-    reviewer = _reviewer(request, course_id)
+    reviewer = reviewer_from_session(request, course_id)
     training_consent_set(course=reviewer.course, actor=reviewer, allowed=request.POST.get("allowed") == "1")
     return HttpResponseRedirect(reverse("review-course", args=[course_id]))
-
-
-@require_POST
-def review_export(request: HttpRequest, course_id: int) -> HttpResponse:
-    from training.datasets import dataset_export
-
-    reviewer = _reviewer(request, course_id)
-    review.admin_check(reviewer=reviewer)
-    try:
-        export = dataset_export(course=reviewer.course, requested_by=reviewer.person)
-        notice = f"Dataset {export.id}: {export.train_examples} training and {export.eval_examples} held-out examples."
-    except DomainError as exc:
-        notice = exc.message
-    return HttpResponseRedirect(reverse("review-course", args=[course_id]) + "?notice=" + notice)
-
-
-@require_GET
-def review_export_download(request: HttpRequest, course_id: int, export_id: int, part: str) -> HttpResponse:
-    from pathlib import Path
-
-    from training.datasets import sibling_paths
-
-    reviewer = _reviewer(request, course_id)
-    review.admin_check(reviewer=reviewer)
-    export = reviewer.course.dataset_exports.filter(pk=export_id, status="ready").first()
-    if export is None:
-        raise NotFound("No such dataset (it may have been purged after an erasure).")
-    train = Path(export.train_path)
-    path = {"train": train, "eval": sibling_paths(train)[0], "report": sibling_paths(train)[1]}.get(part)
-    if path is None or not path.exists():
-        raise NotFound("That file of the dataset does not exist.")
-    return FileResponse(path.open("rb"), as_attachment=True, filename=path.name)

@@ -249,6 +249,19 @@ TRAINING_NEAR_DUPLICATE_THRESHOLD = float(os.environ.get("TRAINING_NEAR_DUPLICAT
 # in docs/benchmarks.md: about 143 on a 2-core CPU).
 TRAINING_ESTIMATE_TOKENS_PER_SECOND = float(os.environ.get("TRAINING_ESTIMATE_TOKENS_PER_SECOND", "143"))
 
+# Retraining (training/): where jobs keep their checkpoints and adapters; the evaluation gate
+# (a candidate is promoted automatically when its held-out loss is lower than the adapter in
+# service's, or the base model's for a first adapter, by this relative margin); the schedule.
+TRAINING_JOBS_DIR = Path(os.environ.get("TRAINING_JOBS_DIR", VAR_DIR / "training"))
+TRAINING_GATE_MARGIN = float(os.environ.get("TRAINING_GATE_MARGIN", "0.02"))
+TRAINING_AUTO_PROMOTE = env_bool("TRAINING_AUTO_PROMOTE", True)
+TRAINING_RETRAIN_MIN_NEW_EXAMPLES = int(os.environ.get("TRAINING_RETRAIN_MIN_NEW_EXAMPLES", "50"))
+# A worker holds its job for this long past its last heartbeat (every third of it); after that a
+# redelivered task may take the job over and resume it.
+TRAINING_LEASE_SECONDS = int(os.environ.get("TRAINING_LEASE_SECONDS", "120"))
+TRAINING_SOFT_TIME_LIMIT_SECONDS = int(os.environ.get("TRAINING_SOFT_TIME_LIMIT_SECONDS", str(6 * 3600)))
+TRAINING_TIME_LIMIT_SECONDS = int(os.environ.get("TRAINING_TIME_LIMIT_SECONDS", str(6 * 3600 + 600)))
+
 # --- Background work (Celery) -----------------------------------------------------------------
 # Broker: CELERY_BROKER_URL, else Redis (REDIS_URL), else Kombu's filesystem transport in
 # var/celery (the demo: a real worker, no external service). RabbitMQ: amqp://user:pass@host//.
@@ -271,7 +284,10 @@ CELERY_ACCEPT_CONTENT = ["json"]
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 CELERY_BEAT_SCHEDULE = {
     "conversations-expire": {"task": "tutor.tasks.conversations_expire", "schedule": 24 * 3600},
+    "retrain-due": {"task": "training.tasks.retrain_due", "schedule": 24 * 3600},
 }
+# One training job per GPU worker at a time; no prefetching a second one.
+CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [

@@ -4,6 +4,8 @@ from django.http import HttpResponse
 from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView
 
+from training import api as training_api
+from training import views as training_views
 from tutor import api, review_views
 
 
@@ -37,7 +39,7 @@ urlpatterns = [
     path("api/v1/course/tutor-settings/", api.TutorSettingsApi.as_view(), name="api-tutor-settings"),
     path("api/v1/me/training/", api.TrainingChoiceApi.as_view(), name="api-training-choice"),
     path("api/v1/course/training-consent/", api.TrainingConsentApi.as_view(), name="api-training-consent"),
-    path("api/v1/course/dataset-exports/", api.DatasetExportApi.as_view(), name="api-dataset-exports"),
+    path("api/v1/course/dataset-exports/", training_api.DatasetExportApi.as_view(), name="api-dataset-exports"),
     path("api/v1/review/conversations/", api.ReviewConversationListApi.as_view(), name="api-review-conversations"),
     path(
         "api/v1/review/conversations/<int:conversation_id>/",
@@ -58,10 +60,16 @@ urlpatterns = [
         review_views.review_training_consent,
         name="review-training-consent",
     ),
-    path("review/<int:course_id>/exports/", review_views.review_export, name="review-export"),
+    path("review/<int:course_id>/exports/", training_views.review_export, name="review-export"),
+    path("review/<int:course_id>/training/", training_views.review_training, name="review-training"),
+    path(
+        "review/<int:course_id>/training/action/",
+        training_views.review_training_action,
+        name="review-training-action",
+    ),
     path(
         "review/<int:course_id>/exports/<int:export_id>/<str:part>/",
-        review_views.review_export_download,
+        training_views.review_export_download,
         name="review-export-download",
     ),
 ]

@@ -107,10 +107,14 @@ def asgi_app(*, vllm_url: str, database_url: str, redis_url: str) -> Iterator[st
 
 
 @contextmanager
-def celery_worker(*, database_url: str, broker_url: str, queues: str = "default") -> Iterator[Path]:
-    """A real Celery worker process (prefork, as deployed) on the test database; yields its log."""
+def celery_worker(
+    *, database_url: str, broker_url: str, queues: str = "default", extra_env: dict | None = None
+) -> Iterator[tuple[Path, subprocess.Popen]]:
+    """A real Celery worker process (prefork, as deployed) on the test database; yields its log
+    and process (its own process group: killing the group kills its training children too)."""
     env = {
         **os.environ,
+        **(extra_env or {}),
         "DJANGO_SETTINGS_MODULE": "tests.settings",
         "DATABASE_URL": database_url,
         "REDIS_URL": broker_url,
@@ -150,6 +154,6 @@ def celery_worker(*, database_url: str, broker_url: str, queues: str = "default"
             if process.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError(f"celery worker did not start:\n{log.read_text()[-4000:]}")
             time.sleep(0.5)
-        yield log
+        yield log, process
     finally:
         stop(process)

@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# Celery workers and the schedule, from the same environment file as the web server:
+#
+#   deploy/start-worker.sh default   # light tasks (retention, scheduled retraining), any host
+#   deploy/start-worker.sh gpu       # training jobs: one per GPU at a time; run one per GPU
+#                                    # (CUDA_VISIBLE_DEVICES=N) on hosts with the model stack
+#   deploy/start-worker.sh beat      # the periodic schedule: exactly one in the whole install
+#
+# The broker is CELERY_BROKER_URL (Redis or RabbitMQ; see docs/configuration.md). Training
+# tasks are acknowledged late and requeued if their worker dies; a job's database row decides
+# whether a redelivered task resumes it (from its last checkpoint) or does nothing.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-.venv/bin/python}
+case "${1:-}" in
+  default) exec "$PY" -m celery -A tutor worker -Q default -c "${WORKER_CONCURRENCY:-2}" -n "default@%h" --loglevel INFO ;;
+  gpu) exec "$PY" -m celery -A tutor worker -Q gpu -c 1 --prefetch-multiplier 1 -n "gpu${CUDA_VISIBLE_DEVICES:-}@%h" --loglevel INFO ;;
+  beat) exec "$PY" -m celery -A tutor beat --loglevel INFO -s "${TUTOR_VAR_DIR:-var}/celerybeat-schedule" ;;
+  *) echo "usage: $0 default|gpu|beat" >&2; exit 2 ;;
+esac

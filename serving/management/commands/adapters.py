@@ -1,0 +1,45 @@
+"""python manage.py adapters list|promote|rollback|reload [--course ID] [--version N]"""
+
+from __future__ import annotations
+
+from django.core.management.base import BaseCommand, CommandError
+
+from serving.adapters import AdapterError, adapter_promote, adapter_rollback, adapters_reload
+from serving.models import AdapterVersion
+
+
+class Command(BaseCommand):
+    help = "List, promote or roll back a course's LoRA adapter versions; reload them into vLLM."
+
+    def add_arguments(self, parser) -> None:
+        parser.add_argument("action", choices=["list", "promote", "rollback", "reload"])
+        parser.add_argument("--course", type=int, help="Our course id.")
+        parser.add_argument("--version", type=int, help="promote: the version (default: the newest candidate).")
+
+    def handle(self, *args, action: str, course: int | None, version: int | None, **options) -> None:
+        try:
+            if action == "reload":
+                loaded = adapters_reload()
+                self.stdout.write(f"loaded: {', '.join(loaded) or 'nothing (all were loaded)'}")
+                return
+            if course is None:
+                raise CommandError("--course is required.")
+            versions = AdapterVersion.objects.filter(course_id=course)
+            if action == "list":
+                for adapter in versions:
+                    losses = {k: v for k, v in adapter.metrics.items() if k.endswith("_loss")}
+                    self.stdout.write(f"v{adapter.version}  {adapter.status:9}  {adapter.name}  {losses}")
+                if not versions:
+                    self.stdout.write("No adapter versions for this course.")
+                return
+            if action == "promote":
+                chosen = versions.filter(version=version) if version else versions.filter(status="candidate")
+                adapter = chosen.order_by("-version").first()
+                if adapter is None:
+                    raise CommandError("No such adapter version to promote.")
+                adapter = adapter_promote(adapter=adapter)
+            else:
+                adapter = adapter_rollback(course_id=course)
+        except AdapterError as exc:
+            raise CommandError(str(exc)) from exc
+        self.stdout.write(self.style.SUCCESS(f"course {course} is served by {adapter.name}"))

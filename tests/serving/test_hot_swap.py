@@ -1,0 +1,98 @@
+"""Hot-swap under load: while 20 students chat continuously, new adapter versions are promoted
+and the oldest unloaded; no request fails, and every reply after a switch uses the new version."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import threading
+import time
+
+import httpx
+import pytest
+import requests
+
+from devlms.platform import LIS, DevUser
+from serving.adapters import adapter_promote, adapter_register
+from tests.support.models import arithmetic_dataset
+from training.recipe import TrainConfig, run
+from tutor.models import Course, Message
+
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.live, pytest.mark.real_model]
+STUDENTS = 20
+
+
+def served(vllm_url: str) -> set[str]:
+    return {m["id"] for m in httpx.get(vllm_url + "/v1/models").json()["data"]}
+
+
+def test_promotions_under_load_drop_nothing(chat_tool, platform, vllm_url, demo_model, tmp_path, settings):
+    settings.MODEL_REPLY_TIMEOUT_SECONDS = 40  # also the grace before an old version is unloaded
+    train, _ = arithmetic_dataset(tmp_path / "data", train=8, held_out=0)
+    run(
+        TrainConfig(
+            base_model=str(demo_model),
+            train_file=str(train),
+            output_dir=str(tmp_path / "a1"),
+            max_steps=1,
+            batch_size=4,
+            rank=4,
+            alpha=8,
+        )
+    )
+    for name in ("a2", "a3"):
+        shutil.copytree(tmp_path / "a1", tmp_path / name)
+
+    tokens = []
+    for index in range(STUDENTS):
+        user = DevUser(f"s{index}", f"load-student-{index}", f"Student {index}", (LIS + "membership#Learner",))
+        page = platform.launch(requests.Session(), chat_tool, user=user).text
+        tokens.append(re.search(r'name="launch-token" content="([^"]+)"', page).group(1))
+    course_id = Course.objects.get().pk
+    v1, v2, v3 = (
+        adapter_register(course_id=course_id, path=tmp_path / n, base_model=str(demo_model)) for n in ("a1", "a2", "a3")
+    )
+    adapter_promote(adapter=v1)
+
+    results: list[tuple[float, int, int | None]] = []  # (started, status, reply id)
+    stop = threading.Event()
+
+    def student(token: str) -> None:
+        auth = {"Authorization": f"Bearer {token}"}
+        conversation = requests.post(chat_tool + "/api/v1/conversations/", headers=auth).json()["id"]
+        while not stop.is_set():
+            started = time.monotonic()
+            response = requests.post(
+                f"{chat_tool}/api/v1/conversations/{conversation}/messages/",
+                json={"content": "What is 2 plus 3?"},
+                headers=auth,
+                timeout=120,
+            )
+            reply = response.json().get("reply", {}).get("id") if response.status_code == 201 else None
+            results.append((started, response.status_code, reply))
+
+    threads = [threading.Thread(target=student, args=(t,)) for t in tokens]
+    for thread in threads:
+        thread.start()
+    time.sleep(8)
+    adapter_promote(adapter=v2)
+    switched_v2 = time.monotonic()
+    time.sleep(8)
+    adapter_promote(adapter=v3)  # v1 is retired now and unloaded after the grace period
+    switched_v3 = time.monotonic()
+    deadline = time.monotonic() + 90
+    while v1.name in served(vllm_url) and time.monotonic() < deadline:
+        time.sleep(1)
+    time.sleep(3)
+    stop.set()
+    for thread in threads:
+        thread.join()
+
+    assert results and all(status == 201 for _, status, _ in results), [s for _, s, _ in results if s != 201]
+    models = dict(Message.objects.filter(pk__in=[r for _, _, r in results]).values_list("pk", "model_name"))
+    after_v2 = [models[r] for started, _, r in results if switched_v2 < started < switched_v3]
+    after_v3 = [models[r] for started, _, r in results if started > switched_v3]
+    assert after_v2 and set(after_v2) == {v2.name}
+    assert after_v3 and set(after_v3) == {v3.name}
+    assert v1.name not in served(vllm_url) and {v2.name, v3.name} <= served(vllm_url)
+    assert all(m.status == "complete" for m in Message.objects.filter(pk__in=models))

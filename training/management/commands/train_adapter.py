@@ -1,0 +1,54 @@
+"""python manage.py train_adapter --course ID [--wait] [--max-steps N] [--epochs N]
+
+Exports the course's dataset and queues a training job on the `gpu` Celery queue; with
+--wait, shows its progress until it ends. --course takes our id or the LMS context id.
+"""
+
+from __future__ import annotations
+
+import time
+
+from django.core.management.base import BaseCommand, CommandError
+
+from training.datasets import course_resolve
+from training.jobs import training_job_start
+from training.models import TrainingJob
+from tutor.errors import DomainError
+
+
+class Command(BaseCommand):
+    help = "Retrain a course's tutor adapter (queues a job; --wait shows its progress)."
+
+    def add_arguments(self, parser) -> None:
+        parser.add_argument("--course", required=True)
+        parser.add_argument("--wait", action="store_true")
+        parser.add_argument("--max-steps", type=int)
+        parser.add_argument("--epochs", type=int)
+
+    def handle(self, *args, **options) -> None:
+        overrides = {k: options[k] for k in ("max_steps", "epochs") if options[k] is not None}
+        try:
+            job = training_job_start(course=course_resolve(course_ref=options["course"]), overrides=overrides)
+        except DomainError as exc:
+            raise CommandError(exc.message) from exc
+        self.stdout.write(f"training job {job.pk} queued (dataset {job.dataset_id})")
+        if not options["wait"]:
+            return
+        while True:
+            job.refresh_from_db()
+            self.stderr.write("\r" + progress_bar(job), ending="")
+            if job.state not in TrainingJob.ACTIVE_STATES:
+                break
+            time.sleep(1)
+        self.stderr.write("")
+        if job.state == TrainingJob.State.FAILED:
+            raise CommandError(f"job {job.pk} failed: {job.error}")
+        self.stdout.write(f"job {job.pk}: {job.get_state_display()}")
+
+
+def progress_bar(job: TrainingJob, width: int = 30) -> str:
+    done = job.step / job.total_steps if job.total_steps else 0
+    bar = "█" * int(done * width) + "░" * (width - int(done * width))
+    loss = f" loss {job.train_loss:.3f}" if job.train_loss is not None else ""
+    eta = f" ETA {job.eta_seconds // 60}:{job.eta_seconds % 60:02d}" if job.eta_seconds else ""
+    return f"{job.state:10} {bar} {job.step}/{job.total_steps or '?'}{loss}{eta}   "
