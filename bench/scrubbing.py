@@ -29,7 +29,7 @@ DATA = ROOT / "tests" / "tutor" / "data"
 
 def corpus() -> list[dict]:
     rows = []
-    for name in ("pii_corpus.jsonl", "pii_corpus_holdout.jsonl"):
+    for name in ("pii_corpus.jsonl", "pii_corpus_holdout.jsonl", "pii_corpus_fresh.jsonl"):
         path = DATA / name
         if path.exists():
             rows += [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
@@ -115,7 +115,8 @@ def main() -> None:
             "Command: `OMP_NUM_THREADS=1 .venv/bin/python bench/scrubbing.py "
             f"--rounds {args.rounds} --write docs/benchmarks.md`",
             "",
-            f"Corpus: the {len(rows)} labelled student messages of tests/tutor/data/ (both files).",
+            f"Corpus: the {len(rows)} labelled student messages of tests/tutor/data/ (all three files; see docs/privacy.md "
+            "for which were used while writing the recognizers).",
             "",
             *table,
             "",

