@@ -34,7 +34,9 @@ def tutoring_examples(count: int, seed: int = 0) -> list[dict]:
     rows = []
     for _ in range(count):
         a, b = rng.randint(2, 99), rng.randint(2, 99)
-        steps = " ".join(f"Step {i}: check the {['tens', 'ones', 'carry', 'sum'][i % 4]}." for i in range(rng.randint(1, 12)))
+        steps = " ".join(
+            f"Step {i}: check the {['tens', 'ones', 'carry', 'sum'][i % 4]}." for i in range(rng.randint(1, 12))
+        )
         rows.append(
             {
                 "messages": [
@@ -62,14 +64,27 @@ def throughput(model_dir: str, rows: list[dict], steps: int, ours: bool, work: P
 
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     tokenizer.chat_template = chat_template_path(Path(model_dir)).read_text()
-    data = rows if ours else [{"messages": [{k: v for k, v in m.items() if k != "weight"} for m in r["messages"]]} for r in rows]
+    data = (
+        rows
+        if ours
+        else [{"messages": [{k: v for k, v in m.items() if k != "weight"} for m in r["messages"]]} for r in rows]
+    )
     max_length = 64 * -(-_longest_example(tokenizer, rows) // 64)
     args = SFTConfig(
-        output_dir=str(work), max_steps=steps, per_device_train_batch_size=8, learning_rate=2e-4,
-        logging_steps=1, save_strategy="no", report_to=[], use_cpu=True, seed=0,
-        gradient_checkpointing=False, dataloader_num_workers=0,
+        output_dir=str(work),
+        max_steps=steps,
+        per_device_train_batch_size=8,
+        learning_rate=2e-4,
+        logging_steps=1,
+        save_strategy="no",
+        report_to=[],
+        use_cpu=True,
+        seed=0,
+        gradient_checkpointing=False,
+        dataloader_num_workers=0,
         max_length=max_length if ours else 1024,  # TRL's default
-        packing=ours, assistant_only_loss=ours,
+        packing=ours,
+        assistant_only_loss=ours,
     )
     timings: dict = {}
 
@@ -82,8 +97,13 @@ def throughput(model_dir: str, rows: list[dict], steps: int, ours: bool, work: P
 
     model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
     trainer = SFTTrainer(
-        model=model, args=args, train_dataset=Dataset.from_list(data), processing_class=tokenizer,
-        peft_config=LoraConfig(r=16, lora_alpha=32, lora_dropout=0.05, target_modules=list(ATTENTION), task_type="CAUSAL_LM"),
+        model=model,
+        args=args,
+        train_dataset=Dataset.from_list(data),
+        processing_class=tokenizer,
+        peft_config=LoraConfig(
+            r=16, lora_alpha=32, lora_dropout=0.05, target_modules=list(ATTENTION), task_type="CAUSAL_LM"
+        ),
         callbacks=[Clock()],
     )
     trainer.train()
@@ -119,12 +139,21 @@ def main() -> None:
     print("\n".join(table))
     if args.write:
         with args.write.open("a", encoding="utf-8") as handle:
-            handle.write("\n".join([
-                "", f"### Training throughput ({date.today().isoformat()}, 2 CPU cores, SmolLM2-135M, LoRA r16)", "",
-                f"Command: `.venv/bin/python bench/training.py --examples {args.examples} --steps {args.steps} --write docs/benchmarks.md`",
-                "", f"{args.examples} tutoring examples, batch 8, {args.steps} steps each, same LoRA and data.", "",
-                *table, "",
-            ]))
+            handle.write(
+                "\n".join(
+                    [
+                        "",
+                        f"### Training throughput ({date.today().isoformat()}, 2 CPU cores, SmolLM2-135M, LoRA r16)",
+                        "",
+                        f"Command: `.venv/bin/python bench/training.py --examples {args.examples} --steps {args.steps} --write docs/benchmarks.md`",
+                        "",
+                        f"{args.examples} tutoring examples, batch 8, {args.steps} steps each, same LoRA and data.",
+                        "",
+                        *table,
+                        "",
+                    ]
+                )
+            )
     print(json.dumps({"baseline": baseline, "ours": ours}))
 
 

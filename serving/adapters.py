@@ -7,7 +7,8 @@
   sends it a smoke request, then switches the course's active version in one transaction: new
   requests use it at once, requests in flight finish on the version they started with. The
   previous version stays loaded for an instant rollback; the one before is unloaded after
-  MODEL_REPLY_TIMEOUT_SECONDS (no request can still be running on it by then).
+  ADAPTER_RETIRE_GRACE_SECONDS (by default MODEL_REPLY_TIMEOUT_SECONDS: no reply can still be
+  running on it by then).
 * `adapter_rollback` makes the previous version active again.
 * `adapters_reload` loads every active and previous adapter: at server start, and when vLLM
   answers 404 for an adapter (it restarted), so no course silently falls back to the base.
@@ -123,7 +124,7 @@ def _retire_later(names: list[str]) -> None:
         return
 
     def retire() -> None:
-        time.sleep(settings.MODEL_REPLY_TIMEOUT_SECONDS)
+        time.sleep(settings.ADAPTER_RETIRE_GRACE_SECONDS)
         for name in names:
             try:
                 adapter_unload(name)

@@ -101,9 +101,10 @@ def celery_worker_log(django_db_setup):
         yield log
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture
 def gpu_worker_log(django_db_setup, vllm_url):
-    """A real Celery worker on the `gpu` queue (training jobs), talking to the real vLLM."""
+    """A real Celery worker on the `gpu` queue (training jobs), talking to the real vLLM; one per
+    test, so no other test's job can land on it (nor this test's on another's)."""
     import os
 
     from django.conf import settings

@@ -220,6 +220,8 @@ VLLM_DTYPE = os.environ.get("VLLM_DTYPE", "")
 MODEL_CONNECT_TIMEOUT_SECONDS = float(os.environ.get("MODEL_CONNECT_TIMEOUT_SECONDS", "5"))
 MODEL_REPLY_TIMEOUT_SECONDS = float(os.environ.get("MODEL_REPLY_TIMEOUT_SECONDS", "120"))
 # Longest tutor reply, in tokens; sampling temperature.
+# A retired adapter version is unloaded from vLLM this long after nobody is routed to it any more.
+ADAPTER_RETIRE_GRACE_SECONDS = float(os.environ.get("ADAPTER_RETIRE_GRACE_SECONDS", str(MODEL_REPLY_TIMEOUT_SECONDS)))
 MODEL_MAX_REPLY_TOKENS = int(os.environ.get("MODEL_MAX_REPLY_TOKENS", "512"))
 MODEL_TEMPERATURE = float(os.environ.get("MODEL_TEMPERATURE", "0.3"))
 

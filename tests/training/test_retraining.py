@@ -5,10 +5,8 @@ in and rolled back."""
 
 from __future__ import annotations
 
-import random
 import re
 import shutil
-import time
 from pathlib import Path
 
 import httpx
@@ -18,44 +16,12 @@ from django.core.management import call_command
 
 from serving.adapters import adapter_register
 from serving.models import AdapterVersion
-from tests.support.chat import conversation_for, exchange, member
+from tests.support.training import corrected_course, wait_for
 from training.jobs import training_job_start
-from training.models import JobEvent, JobMetric, TrainingJob
-from tutor.models import Message, ReviewDecision, Role
-from tutor.review import reply_review_update
-from tutor.services import training_consent_set
+from training.models import JobEvent, JobMetric
+from tutor.models import Message
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.live, pytest.mark.real_model]
-
-
-def wait_for(job: TrainingJob, states: set[str], timeout: float = 600) -> TrainingJob:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        job.refresh_from_db()
-        if job.state in states:
-            return job
-        time.sleep(1)
-    raise AssertionError(f"job stayed {job.state}: {job.log_tail[-1500:]} {job.error}")
-
-
-def corrected_course(platform, tool) -> tuple:
-    """A course whose teacher approved 40 corrected replies (arithmetic, easy to learn)."""
-    launch = platform.launch(requests.Session(), tool, user="teacher")
-    assert launch.status_code == 200
-    teacher = member("devlms-teacher-1", role=Role.TEACHER, context="course-42", issuer=platform.issuer)
-    training_consent_set(course=teacher.course, actor=teacher, allowed=True)
-    rng = random.Random(1)
-    for index in range(40):
-        a, b = rng.randint(10, 49), rng.randint(10, 49)
-        conversation = conversation_for(member(f"s{index}", context="course-42", issuer=platform.issuer))
-        _, reply = exchange(conversation, f"What is {a} plus {b}?", "I am not sure.")
-        reply_review_update(
-            reviewer=teacher,
-            message_id=reply.id,
-            correction=f"Add the tens, then the ones: {a} + {b} = {a + b}.",
-            decision=ReviewDecision.APPROVED,
-        )
-    return teacher, launch
 
 
 def student_reply_model(platform, tool) -> tuple[str, str]:
@@ -77,7 +43,8 @@ def served(vllm_url: str) -> set[str]:
 
 def test_retrain_gate_promote_serve_hot_swap_and_roll_back(chat_tool, platform, vllm_url, gpu_worker_log, settings):
     teacher, _ = corrected_course(platform, chat_tool)
-    assert student_reply_model(platform, chat_tool)[0] == "base"
+    model, text = student_reply_model(platform, chat_tool)
+    assert model == "base" and "Add the tens, then the ones" not in text
 
     job = training_job_start(
         course=teacher.course, overrides={"max_steps": 24, "batch_size": 4, "learning_rate": 1e-3, "save_steps": 8}
@@ -100,7 +67,8 @@ def test_retrain_gate_promote_serve_hot_swap_and_roll_back(chat_tool, platform, 
     v1 = AdapterVersion.objects.get(course=teacher.course)
     assert (v1.status, v1.name) == ("active", f"course-{teacher.course_id}-v1") and v1.name in served(vllm_url)
     model, text = student_reply_model(platform, chat_tool)
-    assert model == v1.name and "34" in text  # the reply comes from the adapter, which learned the sums
+    # The reply comes from the adapter, in the wording the teachers' corrections taught it.
+    assert model == v1.name and text.startswith("Add the tens, then the ones")
 
     # A second version (the same weights, copied): promoted under its own name, then rolled back.
     copy = Path(v1.path).with_name("adapter-copy")

@@ -1,4 +1,4 @@
-"""python manage.py adapters list|promote|rollback|reload [--course ID] [--version N]"""
+"""python manage.py adapters list|promote|rollback|reload [--course ID] [--adapter-version N]"""
 
 from __future__ import annotations
 
@@ -14,9 +14,12 @@ class Command(BaseCommand):
     def add_arguments(self, parser) -> None:
         parser.add_argument("action", choices=["list", "promote", "rollback", "reload"])
         parser.add_argument("--course", type=int, help="Our course id.")
-        parser.add_argument("--version", type=int, help="promote: the version (default: the newest candidate).")
+        parser.add_argument(
+            "--adapter-version", type=int, help="promote: the version number (default: the newest candidate)."
+        )
 
-    def handle(self, *args, action: str, course: int | None, version: int | None, **options) -> None:
+    def handle(self, *args, action: str, course: int | None, **options) -> None:
+        version = options["adapter_version"]
         try:
             if action == "reload":
                 loaded = adapters_reload()

@@ -1,0 +1,44 @@
+"""Training-job helpers for the tests: a course full of corrected replies, waiting on a job."""
+
+from __future__ import annotations
+
+import random
+import time
+
+import requests
+
+from tests.support.chat import conversation_for, exchange, member
+from training.models import TrainingJob
+from tutor.models import ReviewDecision, Role
+from tutor.review import reply_review_update
+from tutor.services import training_consent_set
+
+
+def wait_for(job: TrainingJob, states: set[str], timeout: float = 600) -> TrainingJob:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        job.refresh_from_db()
+        if job.state in states:
+            return job
+        time.sleep(1)
+    raise AssertionError(f"job stayed {job.state}: {job.log_tail[-1500:]} {job.error}")
+
+
+def corrected_course(platform, tool) -> tuple:
+    """A course whose teacher approved 40 corrected replies (arithmetic, easy to learn)."""
+    launch = platform.launch(requests.Session(), tool, user="teacher")
+    assert launch.status_code == 200
+    teacher = member("devlms-teacher-1", role=Role.TEACHER, context="course-42", issuer=platform.issuer)
+    training_consent_set(course=teacher.course, actor=teacher, allowed=True)
+    rng = random.Random(1)
+    for index in range(40):
+        a, b = rng.randint(10, 49), rng.randint(10, 49)
+        conversation = conversation_for(member(f"s{index}", context="course-42", issuer=platform.issuer))
+        _, reply = exchange(conversation, f"What is {a} plus {b}?", "I am not sure.")
+        reply_review_update(
+            reviewer=teacher,
+            message_id=reply.id,
+            correction=f"Add the tens, then the ones: {a} + {b} = {a + b}.",
+            decision=ReviewDecision.APPROVED,
+        )
+    return teacher, launch
