@@ -67,6 +67,14 @@ def test_run_demo_serves_the_development_lms_and_a_launch_works(tmp_path):
         )
         assert reply.status_code == 200
         assert "event: token" in reply.text and "event: done" in reply.text
+        # A real Celery worker runs beside it on Kombu's filesystem broker (no Redis, no RabbitMQ).
+        for _ in range(120):
+            if "ready." in (tmp_path / "worker.log").read_text():
+                break
+            time.sleep(0.5)
+        worker_log = (tmp_path / "worker.log").read_text()
+        assert "ready." in worker_log and "filesystem://" in worker_log, worker_log[-2000:]
+        assert "training.tasks.train_adapter" in worker_log  # it serves the training queue too
     finally:
         os.killpg(process.pid, signal.SIGTERM)
         output = process.communicate(timeout=30)[0]
