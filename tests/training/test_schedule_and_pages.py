@@ -1,0 +1,105 @@
+"""The gate's rule, the retraining schedule, cancelling, and the administrators' training page."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+import requests
+from django.utils import timezone
+
+from serving.models import AdapterVersion
+from tests.support.chat import conversation_for, exchange, member
+from training.jobs import gate_passes, job_cancel, job_claim
+from training.models import DatasetExport, JobMetric, TrainingJob
+from training.schedule import courses_due_for_retraining
+from tutor.models import Course, ReviewDecision, Role
+from tutor.review import reply_review_update
+from tutor.services import training_consent_set
+
+
+def test_the_gate_wants_a_margin_over_the_adapter_in_service_or_else_the_base(settings):
+    settings.TRAINING_GATE_MARGIN = 0.02
+    assert gate_passes({"candidate_loss": 0.9, "base_loss": 2.0})
+    assert not gate_passes({"candidate_loss": 0.99, "active_loss": 1.0, "base_loss": 2.0})  # under the margin
+    assert gate_passes({"candidate_loss": 0.97, "active_loss": 1.0, "base_loss": 2.0})
+    assert not gate_passes({"base_loss": 2.0})  # nothing measured: an admin decides
+
+
+@pytest.mark.django_db
+def test_schedule_picks_consented_courses_with_enough_new_approvals(settings):
+    settings.TRAINING_RETRAIN_MIN_NEW_EXAMPLES = 2
+    teacher = member("t1", role=Role.TEACHER)
+    other = member("t2", role=Role.TEACHER, context="course-2")
+    for course_teacher in (teacher, other):
+        for index in range(2):
+            student = member(f"s{index}", context=course_teacher.course.lms_context_id)
+            _, reply = exchange(conversation_for(student), "Q?", "A.")
+            reply_review_update(reviewer=course_teacher, message_id=reply.id, decision=ReviewDecision.APPROVED)
+    training_consent_set(course=teacher.course, actor=teacher, allowed=True)  # course-2 never consented
+    assert courses_due_for_retraining() == [teacher.course_id]
+    TrainingJob.objects.create(course=teacher.course, state="promoted")  # approvals since: none
+    assert courses_due_for_retraining() == []
+
+
+@pytest.mark.django_db
+def test_a_cancelled_queued_job_never_starts():
+    course = member("t1", role=Role.TEACHER).course
+    job = TrainingJob.objects.create(course=course)
+    assert job_cancel(job_id=job.pk).state == "cancelled"
+    assert job_claim(job_id=job.pk) is None
+    assert [e.state for e in job.events.all()] == ["cancelled"]
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.live
+def test_training_page_is_for_administrators_and_shows_progress(tool, platform):
+    pages = {}
+    for user in ("admin", "teacher"):
+        browser = requests.Session()
+        page = platform.launch(browser, tool, user=user).text
+        token = re.search(r'name="launch-token" content="([^"]+)"', page).group(1)
+        browser.get(f"{tool}/review/enter/", params={"t": token})
+        pages[user] = browser
+    course = Course.objects.get()
+    dataset = DatasetExport.objects.create(
+        course=course, train_path="/nonexistent", eval_fraction=0.1, base_model="m", max_tokens=1, status="purged"
+    )
+    adapter = AdapterVersion.objects.create(
+        course=course,
+        version=1,
+        name=f"course-{course.pk}-v1",
+        base_model="m",
+        path="/x",
+        sha256="0" * 64,
+        status="active",
+    )
+    job = TrainingJob.objects.create(
+        course=course,
+        dataset=dataset,
+        adapter=adapter,
+        state="training",
+        step=5,
+        total_steps=20,
+        train_loss=1.5,
+        started_at=timezone.now(),
+    )
+    for step, loss in ((1, 2.5), (3, 2.0), (5, 1.5)):
+        JobMetric.objects.create(job=job, step=step, train_loss=loss)
+
+    url = f"{tool}/review/{course.pk}/training/"
+    assert pages["teacher"].get(url).status_code == 403
+    page = pages["admin"].get(url)
+    assert page.status_code == 200
+    assert 'value="5"' in page.text and 'max="20"' in page.text  # the progress bar
+    assert "<polyline" in page.text  # the loss curve
+    assert 'http-equiv="refresh"' in page.text  # live while the job runs
+    assert 'data-testid="erased"' in page.text  # its dataset was purged after an erasure: retrain
+    csrf = pages["admin"].cookies["csrftoken"]
+    cancelled = pages["admin"].post(
+        f"{tool}/review/{course.pk}/training/action/",
+        data={"action": "cancel", "job": job.pk, "csrfmiddlewaretoken": csrf},
+        headers={"Referer": url},
+    )
+    assert cancelled.status_code == 200 and "being cancelled" in cancelled.text
+    assert TrainingJob.objects.get(pk=job.pk).cancel_requested
