@@ -49,3 +49,77 @@ class DatasetExportApi(APIView):
             },
             status=status.HTTP_201_CREATED,
         )
+
+
+class TrainingJobIn(serializers.Serializer):
+    max_steps = serializers.IntegerField(required=False, min_value=1)
+    epochs = serializers.IntegerField(required=False, min_value=1, max_value=50)
+
+
+class TrainingJobOut(serializers.Serializer):
+    id = serializers.IntegerField()
+    state = serializers.CharField()
+    step = serializers.IntegerField()
+    total_steps = serializers.IntegerField()
+    train_loss = serializers.FloatField(allow_null=True)
+    eval_loss = serializers.FloatField(allow_null=True)
+    eta_seconds = serializers.IntegerField(allow_null=True)
+    evaluation = serializers.DictField()
+    error = serializers.CharField()
+    adapter = serializers.CharField(allow_null=True)
+
+
+def job_payload(job) -> dict:
+    return {
+        "id": job.id,
+        "state": job.state,
+        "step": job.step,
+        "total_steps": job.total_steps,
+        "train_loss": job.train_loss,
+        "eval_loss": job.eval_loss,
+        "eta_seconds": job.eta_seconds,
+        "evaluation": {k: v for k, v in job.evaluation.items() if k != "samples"},
+        "error": job.error,
+        "adapter": job.adapter.name if job.adapter_id else None,
+    }
+
+
+class TrainingJobListApi(APIView):
+    """Admins: retrain the launched course's adapter (a job on the `gpu` queue)."""
+
+    @extend_schema(request=TrainingJobIn, responses={201: TrainingJobOut})
+    def post(self, request: Request) -> Response:
+        from training.jobs import training_job_start
+
+        reviewer = reviewer_for(request)
+        review.admin_check(reviewer=reviewer)
+        data = TrainingJobIn(data=request.data)
+        data.is_valid(raise_exception=True)
+        job = training_job_start(course=reviewer.course, requested_by=reviewer.person, overrides=data.validated_data)
+        return Response(job_payload(job), status=status.HTTP_201_CREATED)
+
+
+class TrainingJobDetailApi(APIView):
+    """Admins: a job's progress (poll it); DELETE cancels it."""
+
+    def _job(self, request: Request, job_id: int):
+        from training.models import TrainingJob
+        from tutor.errors import NotFound
+
+        reviewer = reviewer_for(request)
+        review.admin_check(reviewer=reviewer)
+        job = TrainingJob.objects.select_related("adapter").filter(pk=job_id, course_id=reviewer.course_id).first()
+        if job is None:
+            raise NotFound("No such training job in this course.")
+        return job
+
+    @extend_schema(responses=TrainingJobOut)
+    def get(self, request: Request, job_id: int) -> Response:
+        return Response(job_payload(self._job(request, job_id)))
+
+    @extend_schema(responses=TrainingJobOut)
+    def delete(self, request: Request, job_id: int) -> Response:
+        from training.jobs import job_cancel
+
+        job = job_cancel(job_id=self._job(request, job_id).pk)
+        return Response(job_payload(job))

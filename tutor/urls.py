@@ -40,6 +40,12 @@ urlpatterns = [
     path("api/v1/me/training/", api.TrainingChoiceApi.as_view(), name="api-training-choice"),
     path("api/v1/course/training-consent/", api.TrainingConsentApi.as_view(), name="api-training-consent"),
     path("api/v1/course/dataset-exports/", training_api.DatasetExportApi.as_view(), name="api-dataset-exports"),
+    path("api/v1/course/training-jobs/", training_api.TrainingJobListApi.as_view(), name="api-training-jobs"),
+    path(
+        "api/v1/course/training-jobs/<int:job_id>/",
+        training_api.TrainingJobDetailApi.as_view(),
+        name="api-training-job",
+    ),
     path("api/v1/review/conversations/", api.ReviewConversationListApi.as_view(), name="api-review-conversations"),
     path(
         "api/v1/review/conversations/<int:conversation_id>/",

@@ -54,13 +54,13 @@ def test_a_cancelled_queued_job_never_starts():
 @pytest.mark.django_db(transaction=True)
 @pytest.mark.live
 def test_training_page_is_for_administrators_and_shows_progress(tool, platform):
-    pages = {}
+    pages, bearer = {}, {}
     for user in ("admin", "teacher"):
         browser = requests.Session()
         page = platform.launch(browser, tool, user=user).text
         token = re.search(r'name="launch-token" content="([^"]+)"', page).group(1)
         browser.get(f"{tool}/review/enter/", params={"t": token})
-        pages[user] = browser
+        pages[user], bearer[user] = browser, {"Authorization": f"Bearer {token}"}
     course = Course.objects.get()
     dataset = DatasetExport.objects.create(
         course=course, train_path="/nonexistent", eval_fraction=0.1, base_model="m", max_tokens=1, status="purged"
@@ -103,3 +103,18 @@ def test_training_page_is_for_administrators_and_shows_progress(tool, platform):
     )
     assert cancelled.status_code == 200 and "being cancelled" in cancelled.text
     assert TrainingJob.objects.get(pk=job.pk).cancel_requested
+
+    api = f"{tool}/api/v1/course/training-jobs/{job.pk}/"
+    assert requests.get(api, headers=bearer["teacher"]).status_code == 403
+    polled = requests.get(api, headers=bearer["admin"]).json()
+    assert (polled["state"], polled["step"], polled["total_steps"], polled["adapter"]) == (
+        "training",
+        5,
+        20,
+        adapter.name,
+    )
+    other = TrainingJob.objects.create(course=course)
+    assert (
+        requests.delete(f"{tool}/api/v1/course/training-jobs/{other.pk}/", headers=bearer["admin"]).json()["state"]
+        == "cancelled"
+    )
