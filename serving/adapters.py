@@ -18,8 +18,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import threading
-import time
 from pathlib import Path
 
 import httpx
@@ -119,19 +117,12 @@ def _smoke(adapter: AdapterVersion) -> None:
 
 
 def _retire_later(names: list[str]) -> None:
-    """Unloads versions nobody is routed to any more, once any reply still running on them is over."""
-    if not names:
-        return
+    """Unloads versions nobody is routed to any more, once any reply still running on them is over
+    (a Celery task with a countdown, so it survives the process that promoted)."""
+    if names:
+        from serving.tasks import adapters_unload
 
-    def retire() -> None:
-        time.sleep(settings.ADAPTER_RETIRE_GRACE_SECONDS)
-        for name in names:
-            try:
-                adapter_unload(name)
-            except AdapterError as exc:
-                logger.warning("could not unload %s: %s", name, exc)
-
-    threading.Thread(target=retire, name="adapter-retire", daemon=True).start()
+        adapters_unload.apply_async(args=[names], countdown=settings.ADAPTER_RETIRE_GRACE_SECONDS)
 
 
 def adapter_promote(*, adapter: AdapterVersion) -> AdapterVersion:

@@ -91,13 +91,15 @@ def test_database_url() -> str:
 
 
 @pytest.fixture(scope="session")
-def celery_worker_log(django_db_setup):
-    """A real Celery worker on the real Redis broker and the test database."""
+def celery_worker_log(django_db_setup, vllm_url):
+    """A real Celery worker (queue `default`) on the real Redis broker and the test database."""
     from django.conf import settings
 
     from tests.support.servers import celery_worker
 
-    with celery_worker(database_url=test_database_url(), broker_url=settings.REDIS_URL) as (log, _process):
+    with celery_worker(
+        database_url=test_database_url(), broker_url=settings.REDIS_URL, extra_env={"VLLM_BASE_URL": vllm_url}
+    ) as (log, _process):
         yield log
 
 

@@ -26,7 +26,9 @@ def served(vllm_url: str) -> set[str]:
     return {m["id"] for m in httpx.get(vllm_url + "/v1/models").json()["data"]}
 
 
-def test_promotions_under_load_drop_nothing(chat_tool, platform, vllm_url, demo_model, tmp_path, settings):
+def test_promotions_under_load_drop_nothing(
+    chat_tool, platform, vllm_url, demo_model, tmp_path, settings, celery_worker_log
+):
     settings.MODEL_REPLY_TIMEOUT_SECONDS = 120  # 20 streams with LoRA on two CPU cores are slow
     settings.ADAPTER_RETIRE_GRACE_SECONDS = 60  # longer than any reply here takes (checked: none fails)
     train, _ = arithmetic_dataset(tmp_path / "data", train=8, held_out=0)
@@ -98,4 +100,5 @@ def test_promotions_under_load_drop_nothing(chat_tool, platform, vllm_url, demo_
     assert after_v2 and set(after_v2) == {v2.name}
     assert after_v3 and set(after_v3) == {v3.name}
     assert v1.name not in served(vllm_url) and {v2.name, v3.name} <= served(vllm_url)
+    assert "serving.tasks.adapters_unload" in celery_worker_log.read_text()  # unloaded by the worker
     assert all(m.status == "complete" for m in Message.objects.filter(pk__in=models))
