@@ -98,7 +98,7 @@ def celery_worker_log(django_db_setup, vllm_url):
     from tests.support.servers import celery_worker
 
     with celery_worker(
-        database_url=test_database_url(), broker_url=settings.REDIS_URL, extra_env={"VLLM_BASE_URL": vllm_url}
+        database_url=test_database_url(), broker_url=settings.CELERY_BROKER_URL, extra_env={"VLLM_BASE_URL": vllm_url}
     ) as (log, _process):
         yield log
 
@@ -114,5 +114,8 @@ def gpu_worker_log(django_db_setup, vllm_url):
     from tests.support.servers import celery_worker
 
     os.environ["VLLM_BASE_URL"] = vllm_url  # the worker and its training child inherit it
-    with celery_worker(database_url=test_database_url(), broker_url=settings.REDIS_URL, queues="gpu") as (log, _):
+    with celery_worker(database_url=test_database_url(), broker_url=settings.CELERY_BROKER_URL, queues="gpu") as (
+        log,
+        _,
+    ):
         yield log

@@ -28,7 +28,16 @@ def test_run_demo_serves_the_development_lms_and_a_launch_works(tmp_path):
     env = {
         k: v
         for k, v in os.environ.items()
-        if k not in {"DATABASE_URL", "REDIS_URL", "DJANGO_SETTINGS_MODULE", "SECRET_KEY", "PSEUDONYM_SECRET"}
+        if k
+        not in {
+            "DATABASE_URL",
+            "REDIS_URL",
+            "CELERY_BROKER_URL",
+            "CELERY_RESULT_BACKEND",
+            "DJANGO_SETTINGS_MODULE",
+            "SECRET_KEY",
+            "PSEUDONYM_SECRET",
+        }
     }
     env.update(DEMO_PORT=str(port), TUTOR_VAR_DIR=str(tmp_path), VLLM_PORT=str(free_port()))
     process = subprocess.Popen(

@@ -118,7 +118,6 @@ def celery_worker(
         **(extra_env or {}),
         "DJANGO_SETTINGS_MODULE": "tests.settings",
         "DATABASE_URL": database_url,
-        "REDIS_URL": broker_url,
         "CELERY_BROKER_URL": broker_url,
         "CELERY_RESULT_BACKEND": broker_url,
     }

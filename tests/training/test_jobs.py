@@ -28,7 +28,7 @@ def test_killed_worker_leaves_a_resumable_job_and_no_partial_adapter(chat_tool, 
     env = {"VLLM_BASE_URL": vllm_url, "TRAINING_LEASE_SECONDS": LEASE}
     overrides = {"max_steps": 12, "batch_size": 4, "save_steps": 3, "rank": 4, "alpha": 8}
     with celery_worker(
-        database_url=test_database_url(), broker_url=settings.REDIS_URL, queues="gpu", extra_env=env
+        database_url=test_database_url(), broker_url=settings.CELERY_BROKER_URL, queues="gpu", extra_env=env
     ) as (_, worker):
         job = training_job_start(course=teacher.course, overrides=overrides)
         deadline = time.monotonic() + 300
@@ -45,7 +45,9 @@ def test_killed_worker_leaves_a_resumable_job_and_no_partial_adapter(chat_tool, 
     assert not [name for name in served if name.startswith(f"course-{teacher.course_id}-")]
 
     time.sleep(int(LEASE) + 1)  # the dead worker's lease runs out
-    with celery_worker(database_url=test_database_url(), broker_url=settings.REDIS_URL, queues="gpu", extra_env=env):
+    with celery_worker(
+        database_url=test_database_url(), broker_url=settings.CELERY_BROKER_URL, queues="gpu", extra_env=env
+    ):
         train_adapter.delay(job.pk)  # what the broker redelivers: the unacknowledged task
         job = wait_for(job, {"promoted", "ready", "failed"})
         assert job.state in {"promoted", "ready"}, job.error
