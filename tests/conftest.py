@@ -107,15 +107,14 @@ def celery_worker_log(django_db_setup, vllm_url):
 def gpu_worker_log(django_db_setup, vllm_url):
     """A real Celery worker on the `gpu` queue (training jobs), talking to the real vLLM; one per
     test, so no other test's job can land on it (nor this test's on another's)."""
-    import os
-
     from django.conf import settings
 
     from tests.support.servers import celery_worker
 
-    os.environ["VLLM_BASE_URL"] = vllm_url  # the worker and its training child inherit it
-    with celery_worker(database_url=test_database_url(), broker_url=settings.CELERY_BROKER_URL, queues="gpu") as (
-        log,
-        _,
-    ):
+    with celery_worker(
+        database_url=test_database_url(),
+        broker_url=settings.CELERY_BROKER_URL,
+        queues="gpu",
+        extra_env={"VLLM_BASE_URL": vllm_url},  # the worker and its training child
+    ) as (log, _):
         yield log

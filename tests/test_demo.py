@@ -34,6 +34,7 @@ def test_run_demo_serves_the_development_lms_and_a_launch_works(tmp_path):
             "REDIS_URL",
             "CELERY_BROKER_URL",
             "CELERY_RESULT_BACKEND",
+            "VLLM_BASE_URL",
             "DJANGO_SETTINGS_MODULE",
             "SECRET_KEY",
             "PSEUDONYM_SECRET",
