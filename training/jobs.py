@@ -28,7 +28,7 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
-from serving.adapters import AdapterError, adapter_promote
+from serving.adapters import adapter_promote
 from serving.models import AdapterVersion
 from training.models import DatasetExport, JobEvent, JobMetric, TrainingJob
 from tutor.errors import DomainError, NotFound
@@ -204,8 +204,17 @@ def job_run(*, job_id: int) -> str:
             message=f"{dataset.train_examples} training examples",
         )
         child = [sys.executable, "-m", "training.child", str(job.pk)]  # our own module and a job id
-        with lease_kept(job.pk):
-            returncode = subprocess.call(child, env=os.environ.copy())  # noqa: S603
+        process = subprocess.Popen(child, env=os.environ.copy())  # noqa: S603
+        try:
+            with lease_kept(job.pk):
+                returncode = process.wait()
+        finally:
+            if process.poll() is None:  # the task itself failed (a time limit): never leave the child running
+                process.terminate()
+                try:
+                    process.wait(timeout=60)
+                except subprocess.TimeoutExpired:
+                    process.kill()
         job.refresh_from_db()
         if job.cancel_requested:
             job_transition(
@@ -245,7 +254,7 @@ def job_run(*, job_id: int) -> str:
             lease_until=None,
         )
         return State.READY
-    except (Exception, AdapterError) as exc:
+    except Exception as exc:  # SoftTimeLimitExceeded and AdapterError included
         logger.exception("training job %s failed", job_id)
         job_transition(
             job_id=job_id,
