@@ -4,6 +4,7 @@ import pytest
 import requests
 from django.core.cache import cache
 
+from tests.support.db import database_url_for_tests
 from tests.support.platform import TestPlatform
 
 
@@ -62,13 +63,10 @@ def chat_tool(tool, vllm_url, settings) -> str:
 def asgi_url(django_db_setup, vllm_url):
     """The app under uvicorn (real ASGI streaming) on the test database."""
     from django.conf import settings
-    from django.db import connection
 
     from tests.support.servers import asgi_app
 
-    db = connection.settings_dict
-    database_url = f"postgres://{db['USER']}@{db['HOST']}:{db['PORT']}/{db['NAME']}"
-    with asgi_app(vllm_url=vllm_url, database_url=database_url, redis_url=settings.REDIS_URL) as url:
+    with asgi_app(vllm_url=vllm_url, database_url=database_url_for_tests(), redis_url=settings.REDIS_URL) as url:
         yield url
 
 
@@ -83,13 +81,6 @@ def demo_model():
     return settings.MODEL_DEMO_DIR
 
 
-def test_database_url() -> str:
-    from django.db import connection
-
-    db = connection.settings_dict
-    return f"postgres://{db['USER']}@{db['HOST']}:{db['PORT']}/{db['NAME']}"
-
-
 @pytest.fixture(scope="session")
 def celery_worker_log(django_db_setup, vllm_url):
     """A real Celery worker (queue `default`) on the real Redis broker and the test database."""
@@ -98,7 +89,9 @@ def celery_worker_log(django_db_setup, vllm_url):
     from tests.support.servers import celery_worker
 
     with celery_worker(
-        database_url=test_database_url(), broker_url=settings.CELERY_BROKER_URL, extra_env={"VLLM_BASE_URL": vllm_url}
+        database_url=database_url_for_tests(),
+        broker_url=settings.CELERY_BROKER_URL,
+        extra_env={"VLLM_BASE_URL": vllm_url},
     ) as (log, _process):
         yield log
 
@@ -112,7 +105,7 @@ def gpu_worker_log(django_db_setup, vllm_url):
     from tests.support.servers import celery_worker
 
     with celery_worker(
-        database_url=test_database_url(),
+        database_url=database_url_for_tests(),
         broker_url=settings.CELERY_BROKER_URL,
         queues="gpu",
         extra_env={"VLLM_BASE_URL": vllm_url},  # the worker and its training child

@@ -12,7 +12,7 @@ import httpx
 import pytest
 
 from serving.models import AdapterVersion
-from tests.conftest import test_database_url
+from tests.support.db import database_url_for_tests
 from tests.support.servers import celery_worker
 from tests.support.training import corrected_course, wait_for
 from training.jobs import training_job_start
@@ -28,7 +28,7 @@ def test_killed_worker_leaves_a_resumable_job_and_no_partial_adapter(chat_tool, 
     env = {"VLLM_BASE_URL": vllm_url, "TRAINING_LEASE_SECONDS": LEASE}
     overrides = {"max_steps": 12, "batch_size": 4, "save_steps": 3, "rank": 4, "alpha": 8}
     with celery_worker(
-        database_url=test_database_url(), broker_url=settings.CELERY_BROKER_URL, queues="gpu", extra_env=env
+        database_url=database_url_for_tests(), broker_url=settings.CELERY_BROKER_URL, queues="gpu", extra_env=env
     ) as (_, worker):
         job = training_job_start(course=teacher.course, overrides=overrides)
         deadline = time.monotonic() + 300
@@ -46,7 +46,7 @@ def test_killed_worker_leaves_a_resumable_job_and_no_partial_adapter(chat_tool, 
 
     time.sleep(int(LEASE) + 1)  # the dead worker's lease runs out
     with celery_worker(
-        database_url=test_database_url(), broker_url=settings.CELERY_BROKER_URL, queues="gpu", extra_env=env
+        database_url=database_url_for_tests(), broker_url=settings.CELERY_BROKER_URL, queues="gpu", extra_env=env
     ):
         train_adapter.delay(job.pk)  # what the broker redelivers: the unacknowledged task
         job = wait_for(job, {"promoted", "ready", "failed"})
