@@ -84,6 +84,7 @@ def throughput(model_dir: str, rows: list[dict], steps: int, ours: bool, work: P
         use_cpu=True,
         seed=0,
         gradient_checkpointing=False,
+        bf16=False,  # transformers turns bf16 on where the CPU claims it; emulated here, it is 20x slower
         dataloader_num_workers=0,
         max_length=max_length if ours else 1024,  # TRL's default
         packing=ours,
