@@ -125,6 +125,26 @@ def _longest_example(tokenizer, rows: list[dict]) -> int:
     return longest
 
 
+CHECKPOINT_FILES = ("trainer_state.json", "adapter_model.safetensors", "optimizer.pt")
+
+
+def _last_complete_checkpoint(work: Path) -> str | None:
+    """The newest checkpoint with everything a resume needs. A process killed while saving leaves
+    a partial one (the Trainer would pick it and fail): those are removed."""
+    if not work.exists():
+        return None
+    checkpoints = sorted(
+        (p for p in work.glob("checkpoint-*") if p.name.split("-")[-1].isdigit()),
+        key=lambda p: int(p.name.split("-")[-1]),
+        reverse=True,
+    )
+    for checkpoint in checkpoints:
+        if all((checkpoint / name).exists() for name in CHECKPOINT_FILES):
+            return str(checkpoint)
+        shutil.rmtree(checkpoint, ignore_errors=True)
+    return None
+
+
 def _read_jsonl(path: str) -> list[dict]:
     return [json.loads(line) for line in Path(path).read_text(encoding="utf-8").splitlines() if line.strip()]
 
@@ -145,7 +165,6 @@ def run(
     from datasets import Dataset
     from peft import LoraConfig
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, set_seed
-    from transformers.trainer_utils import get_last_checkpoint
     from trl import SFTConfig, SFTTrainer
 
     started = time.monotonic()
@@ -236,7 +255,7 @@ def run(
     )
 
     # -- train ---------------------------------------------------------------------------------------
-    resume = get_last_checkpoint(str(work)) if work.exists() else None
+    resume = _last_complete_checkpoint(work)
     output = trainer.train(resume_from_checkpoint=resume)
     if stopped:
         raise TrainingStopped(f"stopped at step {stopped[0]}; checkpoints in {work}")

@@ -32,7 +32,7 @@ def test_killed_worker_leaves_a_resumable_job_and_no_partial_adapter(chat_tool, 
     ) as (_, worker):
         job = training_job_start(course=teacher.course, overrides=overrides)
         deadline = time.monotonic() + 300
-        while not list(Path(job.work_dir, "checkpoints").glob("checkpoint-*")):
+        while not list(Path(job.work_dir, "checkpoints").glob("checkpoint-*/trainer_state.json")):
             assert time.monotonic() < deadline, "no checkpoint was written"
             time.sleep(0.5)
         os.killpg(worker.pid, signal.SIGKILL)  # the worker and its training child, mid-training
