@@ -10,6 +10,7 @@
   ADAPTER_RETIRE_GRACE_SECONDS (by default MODEL_REPLY_TIMEOUT_SECONDS: no reply can still be
   running on it by then).
 * `adapter_rollback` makes the previous version active again.
+* `adapter_reject` retires a candidate that will never serve.
 * `adapters_reload` loads every active and previous adapter: at server start, and when vLLM
   answers 404 for an adapter (it restarted), so no course silently falls back to the base.
 """
@@ -145,6 +146,16 @@ def adapter_promote(*, adapter: AdapterVersion) -> AdapterVersion:
     adapter.refresh_from_db()
     logger.info("course %s now served by %s", adapter.course_id, adapter.name)
     return adapter
+
+
+def adapter_reject(*, adapter_id: int) -> bool:
+    """A candidate that will never serve (an admin said no, or its job failed after training):
+    marked rejected and unloaded, if evaluation had loaded it, after the grace period."""
+    rejected = AdapterVersion.objects.filter(pk=adapter_id, status=Status.CANDIDATE).update(status=Status.REJECTED)
+    if rejected:
+        name = AdapterVersion.objects.values_list("name", flat=True).get(pk=adapter_id)
+        transaction.on_commit(lambda: _retire_later([name]))
+    return bool(rejected)
 
 
 def adapter_rollback(*, course_id: int) -> AdapterVersion:

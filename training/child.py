@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import shutil
 import sys
+from pathlib import Path
 
 
 def main(job_id: int) -> int:
@@ -19,7 +20,8 @@ def main(job_id: int) -> int:
 
     django.setup()
     from dataclasses import asdict
-    from pathlib import Path
+
+    from django.db import transaction
 
     from serving.adapters import active_adapter_name, adapter_load, adapter_register
     from serving.chat_templates import chat_template_path
@@ -30,7 +32,7 @@ def main(job_id: int) -> int:
     from training.models import TrainingJob
     from training.recipe import TrainConfig, TrainingStopped, run
 
-    job = TrainingJob.objects.select_related("dataset").get(pk=job_id)
+    job = TrainingJob.objects.select_related("dataset", "adapter").get(pk=job_id)
     parent = os.getppid()
     work = Path(job.work_dir)
     base = str(base_model_dir())
@@ -50,17 +52,29 @@ def main(job_id: int) -> int:
     def should_stop() -> bool:
         return stop["now"] or os.getppid() != parent  # cancelled, or the worker died
 
-    try:
-        result = run(config, on_log=on_log, should_stop=should_stop)
-    except TrainingStopped:
-        return 3
-    job_transition(job_id=job_id, to=State.EVALUATING, from_states=(State.TRAINING,), message="trained")
-    shutil.rmtree(work / "checkpoints", ignore_errors=True)  # the adapter is complete; resuming is moot
-
-    adapter = adapter_register(
-        course_id=job.course_id, path=Path(config.output_dir), base_model=base, metrics=asdict(result)
-    )
-    evaluation: dict = {"adapter_id": adapter.id, "train": asdict(result)}
+    adapter = registered_adapter(job)
+    if adapter is None:
+        try:
+            result = run(config, on_log=on_log, should_stop=should_stop)
+        except TrainingStopped:
+            return 3
+        # Registered and recorded on the job in one transaction: a worker that dies from here on
+        # leaves a job that resumes at the evaluation, and one that fails rejects this candidate.
+        with transaction.atomic():
+            adapter = adapter_register(
+                course_id=job.course_id, path=Path(config.output_dir), base_model=base, metrics=asdict(result)
+            )
+            TrainingJob.objects.filter(pk=job_id).update(adapter=adapter)
+            job_transition(job_id=job_id, to=State.EVALUATING, from_states=(State.TRAINING,), message="trained")
+        shutil.rmtree(work / "checkpoints", ignore_errors=True)  # the adapter is complete; resuming is moot
+    else:
+        job_transition(
+            job_id=job_id,
+            to=State.EVALUATING,
+            from_states=(State.TRAINING,),
+            message=f"{adapter.name} was trained before the worker stopped; evaluating it",
+        )
+    evaluation: dict = {"adapter_id": adapter.id, "train": adapter.metrics}
     if config.eval_file:
         active = AdapterVersion.objects.filter(course_id=job.course_id, status="active").first()
         candidates = {"base_loss": None, "candidate_loss": config.output_dir}
@@ -93,6 +107,24 @@ def main(job_id: int) -> int:
     )
     TrainingJob.objects.filter(pk=job_id).update(evaluation=evaluation)
     return 0
+
+
+def registered_adapter(job):
+    """The adapter an earlier attempt of this job trained and registered, if its files are intact."""
+    from serving.adapters import adapter_checksum
+    from serving.models import AdapterVersion
+
+    adapter = job.adapter
+    if adapter is None or adapter.status != AdapterVersion.Status.CANDIDATE:
+        return None
+    try:
+        intact = adapter_checksum(Path(adapter.path)) == adapter.sha256
+    except OSError:
+        intact = False
+    if not intact:
+        AdapterVersion.objects.filter(pk=adapter.pk).update(status=AdapterVersion.Status.REJECTED)
+        return None
+    return adapter
 
 
 if __name__ == "__main__":

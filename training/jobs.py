@@ -28,7 +28,7 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
-from serving.adapters import adapter_promote
+from serving.adapters import adapter_promote, adapter_reject
 from serving.models import AdapterVersion
 from training.models import DatasetExport, JobEvent, JobMetric, TrainingJob
 from tutor.errors import DomainError, NotFound
@@ -225,14 +225,15 @@ def job_run(*, job_id: int) -> str:
                 finished_at=timezone.now(),
                 lease_until=None,
             )
+            if job.adapter_id:
+                adapter_reject(adapter_id=job.adapter_id)
             return State.CANCELLED
         if returncode != 0:
             raise RuntimeError(f"the training process exited with {returncode}; last lines:\n{job.log_tail[-1000:]}")
         evaluation = job.evaluation
-        adapter = AdapterVersion.objects.filter(pk=evaluation.get("adapter_id")).first()
-        if adapter is None:
-            raise RuntimeError("training finished without registering its adapter")
-        TrainingJob.objects.filter(pk=job.pk).update(adapter=adapter)
+        adapter = job.adapter
+        if adapter is None or evaluation.get("adapter_id") != adapter.pk:
+            raise RuntimeError("training finished without registering and evaluating its adapter")
         if settings.TRAINING_AUTO_PROMOTE and gate_passes(evaluation):
             with lease_kept(job.pk):
                 adapter_promote(adapter=adapter)
@@ -256,16 +257,25 @@ def job_run(*, job_id: int) -> str:
         return State.READY
     except Exception as exc:  # SoftTimeLimitExceeded and AdapterError included
         logger.exception("training job %s failed", job_id)
-        job_transition(
-            job_id=job_id,
-            to=State.FAILED,
-            from_states=TrainingJob.ACTIVE_STATES,
-            message=str(exc)[:500],
-            error=str(exc),
-            finished_at=timezone.now(),
-            lease_until=None,
-        )
+        job_fail(job_id=job_id, error=str(exc))
         return State.FAILED
+
+
+def job_fail(*, job_id: int, error: str) -> None:
+    """The job failed: recorded with its reason, and an adapter it trained but did not promote
+    is rejected (and unloaded if evaluation loaded it), so no stale candidate lingers."""
+    failed = job_transition(
+        job_id=job_id,
+        to=State.FAILED,
+        from_states=TrainingJob.ACTIVE_STATES,
+        message=error[:500],
+        error=error,
+        finished_at=timezone.now(),
+        lease_until=None,
+    )
+    adapter_id = TrainingJob.objects.filter(pk=job_id).values_list("adapter_id", flat=True).first()
+    if failed and adapter_id:
+        adapter_reject(adapter_id=adapter_id)
 
 
 def job_decide(*, job_id: int, promote: bool) -> TrainingJob:
@@ -279,7 +289,7 @@ def job_decide(*, job_id: int, promote: bool) -> TrainingJob:
         adapter_promote(adapter=job.adapter)
         job_transition(job_id=job.pk, to=State.PROMOTED, from_states=(State.READY,), message="promoted by an admin")
     else:
-        AdapterVersion.objects.filter(pk=job.adapter_id).update(status=AdapterVersion.Status.REJECTED)
+        adapter_reject(adapter_id=job.adapter_id)
         job_transition(job_id=job.pk, to=State.REJECTED, from_states=(State.READY,), message="rejected by an admin")
     job.refresh_from_db()
     return job

@@ -58,3 +58,37 @@ def test_killed_worker_leaves_a_resumable_job_and_no_partial_adapter(chat_tool, 
         # A duplicate delivery of a finished job does nothing.
         assert train_adapter.delay(job.pk).get(timeout=60) == "skipped"
     assert TrainingJob.objects.get(pk=job.pk).attempts == 2
+
+
+def test_worker_killed_after_training_resumes_at_the_evaluation_of_the_same_adapter(
+    chat_tool, platform, vllm_url, settings
+):
+    teacher, _ = corrected_course(platform, chat_tool)
+    env = {"VLLM_BASE_URL": vllm_url, "TRAINING_LEASE_SECONDS": LEASE}
+    overrides = {"max_steps": 4, "batch_size": 4, "rank": 4, "alpha": 8}
+    with celery_worker(
+        database_url=database_url_for_tests(), broker_url=settings.CELERY_BROKER_URL, queues="gpu", extra_env=env
+    ) as (_, worker):
+        job = training_job_start(course=teacher.course, overrides=overrides)
+        deadline = time.monotonic() + 300
+        while not TrainingJob.objects.filter(pk=job.pk, adapter__isnull=False).exists():
+            assert time.monotonic() < deadline, "no adapter was registered"
+            time.sleep(0.1)
+        os.killpg(worker.pid, signal.SIGKILL)  # the worker and its child, during the evaluation
+        worker.wait()
+    job.refresh_from_db()
+    assert job.state == "evaluating", list(job.events.values_list("state", "message"))
+    trained = job.adapter
+
+    time.sleep(int(LEASE) + 1)
+    with celery_worker(
+        database_url=database_url_for_tests(), broker_url=settings.CELERY_BROKER_URL, queues="gpu", extra_env=env
+    ):
+        train_adapter.delay(job.pk)
+        job = wait_for(job, {"promoted", "ready", "failed"})
+    assert job.state in {"promoted", "ready"}, job.error
+    # Not trained twice: the adapter the first attempt registered is the one evaluated and judged.
+    assert AdapterVersion.objects.filter(course=teacher.course).count() == 1
+    assert job.adapter_id == trained.pk == job.evaluation["adapter_id"]
+    assert "candidate_loss" in job.evaluation
+    assert job.events.filter(message__endswith="was trained before the worker stopped; evaluating it").exists()

@@ -10,7 +10,7 @@ from django.utils import timezone
 
 from serving.models import AdapterVersion
 from tests.support.chat import conversation_for, exchange, member
-from training.jobs import gate_passes, job_cancel, job_claim
+from training.jobs import gate_passes, job_cancel, job_claim, job_fail
 from training.models import DatasetExport, JobMetric, TrainingJob
 from training.schedule import courses_due_for_retraining
 from tutor.models import Course, ReviewDecision, Role
@@ -49,6 +49,23 @@ def test_a_cancelled_queued_job_never_starts():
     assert job_cancel(job_id=job.pk).state == "cancelled"
     assert job_claim(job_id=job.pk) is None
     assert [e.state for e in job.events.all()] == ["cancelled"]
+
+
+@pytest.mark.django_db
+def test_a_job_failing_after_training_rejects_its_candidate_adapter(django_capture_on_commit_callbacks):
+    course = member("t1", role=Role.TEACHER).course
+    candidate = AdapterVersion.objects.create(course=course, version=1, name="course-x-v1", path="/nowhere")
+    job = TrainingJob.objects.create(course=course, state="evaluating", adapter=candidate)
+    with django_capture_on_commit_callbacks() as unloads:
+        job_fail(job_id=job.pk, error="the evaluation process ran out of memory")
+    job.refresh_from_db()
+    candidate.refresh_from_db()
+    assert (job.state, job.error) == ("failed", "the evaluation process ran out of memory")
+    assert candidate.status == "rejected"
+    assert len(unloads) == 1  # unloaded from vLLM after the grace period, if evaluation loaded it
+    with django_capture_on_commit_callbacks() as unloads:
+        job_fail(job_id=job.pk, error="again")  # a job already finished is left as it is
+    assert len(unloads) == 0 and TrainingJob.objects.get(pk=job.pk).error == "the evaluation process ran out of memory"
 
 
 @pytest.mark.django_db(transaction=True)
