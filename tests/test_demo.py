@@ -85,6 +85,8 @@ def test_run_demo_serves_the_development_lms_and_a_launch_works(tmp_path):
         worker_log = (tmp_path / "worker.log").read_text()
         assert "ready." in worker_log and "filesystem://" in worker_log, worker_log[-2000:]
         assert "training.tasks.train_adapter" in worker_log  # it serves the training queue too
+        # The broker's files, its exchange tables included, stay in the demo's var folder.
+        assert list((tmp_path / "celery" / "control").glob("*.exchange"))
     finally:
         os.killpg(process.pid, signal.SIGTERM)
         output = process.communicate(timeout=30)[0]
