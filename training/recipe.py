@@ -6,7 +6,9 @@
 One typed config (`TrainConfig`), one linear path: setup → train → checkpoint → cleanup.
 
 * On a CUDA machine: QLoRA, the base model in 4-bit NF4 (bitsandbytes) with bf16 compute and
-  gradient checkpointing. On a CPU: plain LoRA in fp32, so CI runs the same code.
+  gradient checkpointing; an MoE model's fused experts are made 4-bit too (training/moe_4bit.py),
+  which bitsandbytes alone does not do. On a CPU: plain LoRA in fp32, so CI runs the same code
+  (and `quantize_4bit=True` runs the 4-bit path there on bitsandbytes' CPU backend).
 * Loss on the tutor's turns only: the project's chat template wraps assistant turns in
   `{% generation %}` (a turn with `"weight": 0` stays outside, as mistral-finetune does).
 * Sequences are packed (best-fit decreasing, no cross-contamination: position ids restart).
@@ -68,6 +70,7 @@ class TrainConfig:
     router_aux_loss_coef: float | None = None  # MoE only: None keeps the model's own (Mixtral: 0.02)
     packing: bool = True
     quantize_4bit: bool | None = None  # None: on CUDA
+    quantize_experts: bool = True  # MoE in 4-bit: the fused experts too (training/moe_4bit.py); off leaves them bf16
     gradient_checkpointing: bool | None = None  # None: on CUDA
     save_steps: int = 25
     eval_steps: int | None = None  # None: evaluate at each save
@@ -155,6 +158,32 @@ def _project_chat_template(base_model: str) -> str:
     return str(chat_template_path(Path(base_model)))
 
 
+def base_model_load(config: TrainConfig, *, quantize: bool, cuda: bool):
+    """The base model for training: fp32 on a CPU, bf16 on CUDA; with `quantize`, 4-bit NF4
+    (bitsandbytes, bf16 compute, double quantization) including an MoE model's fused experts,
+    which bitsandbytes alone leaves in bf16 (see training/moe_4bit.py)."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    load_kwargs: dict = {"dtype": torch.bfloat16 if cuda else torch.float32}
+    if quantize:
+        from transformers import BitsAndBytesConfig
+
+        load_kwargs["quantization_config"] = BitsAndBytesConfig(
+            load_in_4bit=True,
+            bnb_4bit_quant_type="nf4",
+            bnb_4bit_compute_dtype=torch.bfloat16,
+            bnb_4bit_use_double_quant=True,
+        )
+        load_kwargs["device_map"] = {"": 0 if cuda else "cpu"}  # CPU: bitsandbytes' CPU backend
+    model = AutoModelForCausalLM.from_pretrained(config.base_model, **load_kwargs)
+    if quantize and config.quantize_experts and not config.lora_experts:
+        from training.moe_4bit import experts_quantize
+
+        experts_quantize(model, compute_dtype=torch.bfloat16)
+    return model
+
+
 def run(
     config: TrainConfig,
     *,
@@ -164,7 +193,7 @@ def run(
     import torch
     from datasets import Dataset
     from peft import LoraConfig
-    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, set_seed
+    from transformers import AutoConfig, AutoTokenizer, set_seed
     from trl import SFTConfig, SFTTrainer
 
     started = time.monotonic()
@@ -185,23 +214,12 @@ def run(
     max_length = config.max_length or 64 * math.ceil(_longest_example(tokenizer, train_rows + eval_rows) / 64)
     epochs = config.epochs or epochs_for(len(train_rows))
 
-    model_config = AutoConfig.from_pretrained(config.base_model)
-    moe = hasattr(model_config, "output_router_logits")
-    load_kwargs: dict = {"dtype": torch.bfloat16 if cuda else torch.float32}
-    if quantize:
-        from transformers import BitsAndBytesConfig
-
-        load_kwargs["quantization_config"] = BitsAndBytesConfig(
-            load_in_4bit=True,
-            bnb_4bit_quant_type="nf4",
-            bnb_4bit_compute_dtype=torch.bfloat16,
-            bnb_4bit_use_double_quant=True,
-        )
-        load_kwargs["device_map"] = {"": 0}
-    model = AutoModelForCausalLM.from_pretrained(config.base_model, **load_kwargs)
+    moe = hasattr(AutoConfig.from_pretrained(config.base_model), "output_router_logits")
+    model = base_model_load(config, quantize=quantize, cuda=cuda)
     if quantize:
         from peft import prepare_model_for_kbit_training
 
+        # It casts every parameter that is not 4-bit to fp32: experts left in bf16 would double.
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=checkpointing)
     experts = moe and config.lora_experts
     peft_config = LoraConfig(
