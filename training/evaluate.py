@@ -12,7 +12,9 @@ def heldout_losses(*, base_model: str, eval_file: str, adapters: dict[str, str |
     """{name: mean loss per trained token}; an adapter path of None means the base model."""
     import torch
     from peft import PeftModel
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoTokenizer
+
+    from training.recipe import base_model_load
 
     cuda = torch.cuda.is_available()
     tokenizer = AutoTokenizer.from_pretrained(base_model)
@@ -31,17 +33,14 @@ def heldout_losses(*, base_model: str, eval_file: str, adapters: dict[str, str |
         labels = ids.clone()
         labels[0, torch.tensor(out["assistant_masks"]) == 0] = -100
         encoded.append((ids, labels))
-    load: dict = {"dtype": torch.bfloat16 if cuda else torch.float32}
-    if cuda:
-        from transformers import BitsAndBytesConfig
-
-        load.update(
-            quantization_config=BitsAndBytesConfig(
-                load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=torch.bfloat16
-            ),
-            device_map={"": 0},
-        )
-    base = AutoModelForCausalLM.from_pretrained(base_model, **load).eval()
+    # On CUDA the base is loaded as training loaded it (4-bit, experts included), unless an adapter
+    # adapts the fused experts themselves, which need them unquantized.
+    expert_lora = any(
+        json.loads((Path(path) / "adapter_config.json").read_text()).get("target_parameters")
+        for path in adapters.values()
+        if path
+    )
+    base = base_model_load(base_model, quantize=cuda, cuda=cuda, quantize_experts=not expert_lora).eval()
     device = next(base.parameters()).device
     losses: dict = {}
     for name, path in adapters.items():

@@ -158,10 +158,11 @@ def _project_chat_template(base_model: str) -> str:
     return str(chat_template_path(Path(base_model)))
 
 
-def base_model_load(config: TrainConfig, *, quantize: bool, cuda: bool):
-    """The base model for training: fp32 on a CPU, bf16 on CUDA; with `quantize`, 4-bit NF4
-    (bitsandbytes, bf16 compute, double quantization) including an MoE model's fused experts,
-    which bitsandbytes alone leaves in bf16 (see training/moe_4bit.py)."""
+def base_model_load(base_model: str, *, quantize: bool, cuda: bool, quantize_experts: bool = True):
+    """The base model for training and evaluation: fp32 on a CPU, bf16 on CUDA; with `quantize`,
+    4-bit NF4 (bitsandbytes, bf16 compute, double quantization), an MoE model's fused experts
+    included unless `quantize_experts` is off (bitsandbytes alone leaves them in bf16; see
+    training/moe_4bit.py)."""
     import torch
     from transformers import AutoModelForCausalLM
 
@@ -176,8 +177,8 @@ def base_model_load(config: TrainConfig, *, quantize: bool, cuda: bool):
             bnb_4bit_use_double_quant=True,
         )
         load_kwargs["device_map"] = {"": 0 if cuda else "cpu"}  # CPU: bitsandbytes' CPU backend
-    model = AutoModelForCausalLM.from_pretrained(config.base_model, **load_kwargs)
-    if quantize and config.quantize_experts and not config.lora_experts:
+    model = AutoModelForCausalLM.from_pretrained(base_model, **load_kwargs)
+    if quantize and quantize_experts:
         from training.moe_4bit import experts_quantize
 
         experts_quantize(model, compute_dtype=torch.bfloat16)
@@ -215,7 +216,12 @@ def run(
     epochs = config.epochs or epochs_for(len(train_rows))
 
     moe = hasattr(AutoConfig.from_pretrained(config.base_model), "output_router_logits")
-    model = base_model_load(config, quantize=quantize, cuda=cuda)
+    model = base_model_load(
+        config.base_model,
+        quantize=quantize,
+        cuda=cuda,
+        quantize_experts=config.quantize_experts and not config.lora_experts,  # expert LoRA needs them fused
+    )
     if quantize:
         from peft import prepare_model_for_kbit_training
 

@@ -30,20 +30,10 @@ def mixtral(tmp_path, demo_model):
     return tiny_mixtral(tmp_path / "mixtral", tokenizer_from=demo_model)
 
 
-def config_for(base, tmp_path, **overrides) -> TrainConfig:
-    return TrainConfig(
-        base_model=str(base),
-        train_file="unused",
-        output_dir=str(tmp_path / "adapter"),
-        chat_template=str(TEMPLATE_DIR / "chatml.jinja"),
-        **overrides,
-    )
-
-
 def test_stock_4bit_loading_leaves_the_fused_experts_unquantized(mixtral, tmp_path):
     # The risk this module exists for: if transformers starts quantizing fused experts itself,
     # this fails and training/moe_4bit.py can go. (In the load dtype: fp32 here, bf16 on CUDA.)
-    stock = base_model_load(config_for(mixtral, tmp_path, quantize_experts=False), quantize=True, cuda=False)
+    stock = base_model_load(str(mixtral), quantize=True, cuda=False, quantize_experts=False)
     assert storage_by_kind(stock) == {"experts": {"Parameter"}, "attention": {"Params4bit"}}
     assert {p.dtype for n, p in stock.named_parameters() if ".experts." in n} == {torch.float32}
 
@@ -51,7 +41,7 @@ def test_stock_4bit_loading_leaves_the_fused_experts_unquantized(mixtral, tmp_pa
 def test_the_recipe_makes_the_experts_4bit_and_they_compute_what_the_originals_do(mixtral, tmp_path):
     from transformers import AutoModelForCausalLM
 
-    quantized = base_model_load(config_for(mixtral, tmp_path), quantize=True, cuda=False)
+    quantized = base_model_load(str(mixtral), quantize=True, cuda=False)
     assert storage_by_kind(quantized) == {"experts": {"Params4bit"}, "attention": {"Params4bit"}}
     reference = AutoModelForCausalLM.from_pretrained(mixtral, dtype=torch.float32)
     generator = torch.Generator().manual_seed(0)
