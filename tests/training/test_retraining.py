@@ -81,3 +81,15 @@ def test_retrain_gate_promote_serve_hot_swap_and_roll_back(chat_tool, platform, 
     v1.refresh_from_db(), v2.refresh_from_db()
     assert (v1.status, v2.status) == ("active", "retired")
     assert student_reply_model(platform, chat_tool)[0] == v1.name
+
+    # A model-server restart loses every loaded adapter (here: v1 unloaded behind the app's back,
+    # which is what a restarted vLLM looks like to the app). No course falls back silently:
+    httpx.post(vllm_url + "/v1/unload_lora_adapter", json={"lora_name": v1.name}).raise_for_status()
+    assert v1.name not in served(vllm_url)
+    model, text = student_reply_model(platform, chat_tool)
+    assert model == v1.name and text.startswith("Add the tens, then the ones")  # vLLM's 404 reloaded it
+    assert v1.name in served(vllm_url)
+    # ... and at start (asgi.py runs the same as `adapters reload`), every active adapter is loaded again.
+    httpx.post(vllm_url + "/v1/unload_lora_adapter", json={"lora_name": v1.name}).raise_for_status()
+    call_command("adapters", "reload")
+    assert v1.name in served(vllm_url)
