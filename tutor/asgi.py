@@ -25,16 +25,21 @@ def _adapters_reload_when_served() -> None:
     """Every active adapter back into vLLM once it answers (it may have restarted without them)."""
     import time
 
+    from django.db import connection
+
     from serving.adapters import AdapterError, adapters_reload
 
-    for _ in range(60):
-        try:
-            adapters_reload()
-            return
-        except AdapterError:
-            time.sleep(5)
-        except Exception:  # the database may not be migrated yet; the first 404 reloads too
-            return
+    try:
+        for _ in range(60):
+            try:
+                adapters_reload()
+                return
+            except AdapterError:
+                time.sleep(5)
+            except Exception:  # the database may not be migrated yet; the first 404 reloads too
+                return
+    finally:
+        connection.close()  # this thread's own connection, not left open for the server's lifetime
 
 
 threading.Thread(target=_adapters_reload_when_served, name="adapters-reload", daemon=True).start()
