@@ -6,7 +6,8 @@
 #   then, with the device tool:  run(carry=[".whl", ".tok"], command="bash bench/gpu_device.sh run")
 #
 # `run` writes $OUT/gpu_qlora.json (peak GPU memory after the stock 4-bit load and with 4-bit
-# experts; QLoRA tokens/s and peak memory both ways). Copy the figures into docs/benchmarks.md.
+# experts; QLoRA training tokens/s and peak memory over each run, both ways). Copy the figures
+# into docs/benchmarks.md.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -29,6 +30,7 @@ case "${1:-}" in
     python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
     export PYTHONPATH=/tmp/site
     nvidia-smi --query-gpu=name,memory.total --format=csv
+    python3 -m pip show pyarrow fsspec pandas 2>/dev/null | grep -E '^(Name|Version)'  # datasets 5.2 wants pyarrow>=24
     python3 bench/gpu_qlora.py --tokenizer .tok --out "${OUT:-/tmp}/gpu_qlora.json"
     ;;
   *)

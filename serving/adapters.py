@@ -119,7 +119,8 @@ def _smoke(adapter: AdapterVersion) -> None:
 
 def _retire_later(names: list[str]) -> None:
     """Unloads versions nobody is routed to any more, once any reply still running on them is over
-    (a Celery task with a countdown, so it survives the process that promoted)."""
+    (a Celery task with a countdown, so it survives the process that promoted). Sent with
+    `robust=True`: a broker that is down leaves them loaded (logged), not the switch undone."""
     if names:
         from serving.tasks import adapters_unload
 
@@ -128,6 +129,8 @@ def _retire_later(names: list[str]) -> None:
 
 def adapter_promote(*, adapter: AdapterVersion) -> AdapterVersion:
     """Loads, smoke-tests and activates `adapter` for its course."""
+    if AdapterVersion.objects.filter(pk=adapter.pk, status=Status.REJECTED).exists():
+        raise AdapterError(f"{adapter.name} was rejected; train a new version instead.")
     adapter_load(adapter)
     _smoke(adapter)
     with transaction.atomic():
@@ -142,7 +145,7 @@ def adapter_promote(*, adapter: AdapterVersion) -> AdapterVersion:
             pk__in=[a.pk for a in current if a.status == Status.ACTIVE and a.pk != adapter.pk]
         ).update(status=Status.PREVIOUS)
         AdapterVersion.objects.filter(pk=adapter.pk).update(status=Status.ACTIVE, activated_at=timezone.now())
-        transaction.on_commit(lambda: _retire_later([a.name for a in retired]))
+        transaction.on_commit(lambda: _retire_later([a.name for a in retired]), robust=True)
     adapter.refresh_from_db()
     logger.info("course %s now served by %s", adapter.course_id, adapter.name)
     return adapter
@@ -154,7 +157,7 @@ def adapter_reject(*, adapter_id: int) -> bool:
     rejected = AdapterVersion.objects.filter(pk=adapter_id, status=Status.CANDIDATE).update(status=Status.REJECTED)
     if rejected:
         name = AdapterVersion.objects.values_list("name", flat=True).get(pk=adapter_id)
-        transaction.on_commit(lambda: _retire_later([name]))
+        transaction.on_commit(lambda: _retire_later([name]), robust=True)
     return bool(rejected)
 
 
@@ -168,7 +171,7 @@ def adapter_rollback(*, course_id: int) -> AdapterVersion:
         active = list(AdapterVersion.objects.select_for_update().filter(course_id=course_id, status=Status.ACTIVE))
         AdapterVersion.objects.filter(pk__in=[a.pk for a in active]).update(status=Status.RETIRED)
         AdapterVersion.objects.filter(pk=previous.pk).update(status=Status.ACTIVE, activated_at=timezone.now())
-        transaction.on_commit(lambda: _retire_later([a.name for a in active]))
+        transaction.on_commit(lambda: _retire_later([a.name for a in active]), robust=True)
     previous.refresh_from_db()
     return previous
 

@@ -40,7 +40,8 @@ def main(job_id: int) -> int:
         base_model=base,
         train_file=job.dataset.train_path,
         eval_file=job.dataset.eval_path or None,
-        output_dir=str(work / "adapter"),
+        # One folder per attempt: a registered adapter's files are never overwritten by a later one.
+        output_dir=str(work / f"adapter-{job.attempts}"),
         work_dir=str(work / "checkpoints"),
         **job.overrides,
     )
@@ -49,8 +50,11 @@ def main(job_id: int) -> int:
     def on_log(line: dict) -> None:
         stop["now"] = job_progress(job_id=job_id, line=line) or stop["now"]
 
+    def orphaned() -> bool:
+        return os.getppid() != parent  # the worker died; a resumed attempt takes over
+
     def should_stop() -> bool:
-        return stop["now"] or os.getppid() != parent  # cancelled, or the worker died
+        return stop["now"] or orphaned()
 
     adapter = registered_adapter(job)
     if adapter is None:
@@ -74,10 +78,14 @@ def main(job_id: int) -> int:
             from_states=(State.TRAINING,),
             message=f"{adapter.name} was trained before the worker stopped; evaluating it",
         )
-    evaluation: dict = {"adapter_id": adapter.id, "train": adapter.metrics}
-    if config.eval_file:
+        shutil.rmtree(work / "checkpoints", ignore_errors=True)
+    train_metrics = {
+        k: v for k, v in adapter.metrics.items() if not k.endswith("_loss") or k in ("train_loss", "eval_loss")
+    }
+    evaluation: dict = {"adapter_id": adapter.id, "train": train_metrics}
+    if config.eval_file and not orphaned():
         active = AdapterVersion.objects.filter(course_id=job.course_id, status="active").first()
-        candidates = {"base_loss": None, "candidate_loss": config.output_dir}
+        candidates = {"base_loss": None, "candidate_loss": adapter.path}
         if active:
             candidates["active_loss"] = active.path
         evaluation.update(
@@ -88,6 +96,8 @@ def main(job_id: int) -> int:
                 chat_template=str(chat_template_path(Path(base))),
             )
         )
+        if orphaned():  # a resumed attempt evaluates it again; do not hold a model beside it
+            return 3
         try:
             adapter_load(adapter)
             current = active_adapter_name(course_id=job.course_id) or "base"
@@ -102,10 +112,13 @@ def main(job_id: int) -> int:
             )
         except Exception as exc:  # the replies are for people; the gate does not need them
             evaluation["samples_error"] = str(exc)[:300]
+    if orphaned():
+        return 3
     AdapterVersion.objects.filter(pk=adapter.pk).update(
-        metrics={**adapter.metrics, **{k: v for k, v in evaluation.items() if k.endswith("_loss")}}
+        metrics={**train_metrics, **{k: v for k, v in evaluation.items() if k.endswith("_loss")}}
     )
-    TrainingJob.objects.filter(pk=job_id).update(evaluation=evaluation)
+    # Only onto the job this attempt is still evaluating (not one failed or taken over meanwhile).
+    TrainingJob.objects.filter(pk=job_id, state=State.EVALUATING, adapter=adapter).update(evaluation=evaluation)
     return 0
 
 
@@ -122,7 +135,9 @@ def registered_adapter(job):
     except OSError:
         intact = False
     if not intact:
-        AdapterVersion.objects.filter(pk=adapter.pk).update(status=AdapterVersion.Status.REJECTED)
+        from serving.adapters import adapter_reject
+
+        adapter_reject(adapter_id=adapter.pk)  # unloaded too, if an earlier attempt loaded it
         return None
     return adapter
 

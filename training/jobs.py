@@ -28,7 +28,7 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
-from serving.adapters import adapter_promote, adapter_reject
+from serving.adapters import AdapterError, adapter_promote, adapter_reject
 from serving.models import AdapterVersion
 from training.models import DatasetExport, JobEvent, JobMetric, TrainingJob
 from tutor.errors import DomainError, NotFound
@@ -36,6 +36,7 @@ from tutor.models import Course, Person
 
 logger = logging.getLogger(__name__)
 State = TrainingJob.State
+SERVED = (AdapterVersion.Status.ACTIVE, AdapterVersion.Status.PREVIOUS, AdapterVersion.Status.RETIRED)
 
 
 def _lease() -> timedelta:
@@ -119,9 +120,12 @@ def job_claim(*, job_id: int) -> TrainingJob | None:
         if job.state != State.QUEUED and not orphaned:
             return None
         if job.cancel_requested:
-            job.state, job.finished_at = State.CANCELLED, now
+            message = "cancelled before it started" if job.state == State.QUEUED else "cancelled"
+            job.state, job.finished_at, job.lease_until = State.CANCELLED, now, None
             job.save()
-            job_event(job, "cancelled before it started")
+            job_event(job, message)
+            if job.adapter_id:
+                adapter_reject(adapter_id=job.adapter_id)
             return None
         resumed = job.state != State.QUEUED
         job.state = State.VALIDATING
@@ -131,6 +135,15 @@ def job_claim(*, job_id: int) -> TrainingJob | None:
         job.save()
         job_event(job, "resumed after its worker stopped" if resumed else "started")
     return job
+
+
+def job_lease_wait(*, job_id: int) -> float | None:
+    """Seconds until the job's current lease runs out, when it is active and held; else None.
+    A task redelivered while the lease holds (its worker may have just died) retries after it."""
+    job = TrainingJob.objects.filter(pk=job_id, state__in=TrainingJob.ACTIVE_STATES).values("lease_until").first()
+    if job is None or job["lease_until"] is None:
+        return None
+    return max((job["lease_until"] - timezone.now()).total_seconds(), 0.0) + 1.0
 
 
 def job_progress(*, job_id: int, line: dict) -> bool:
@@ -193,6 +206,17 @@ def job_run(*, job_id: int) -> str:
     job = job_claim(job_id=job_id)
     if job is None:
         return "skipped"
+    if job.adapter is not None and job.adapter.status in SERVED:
+        # The worker died between the promotion and recording it: the job is done, not retrained.
+        job_transition(
+            job_id=job.pk,
+            to=State.PROMOTED,
+            from_states=(State.VALIDATING,),
+            message=f"{job.adapter.name} was promoted before the worker stopped",
+            finished_at=timezone.now(),
+            lease_until=None,
+        )
+        return State.PROMOTED
     try:
         dataset = job.dataset
         if dataset is None or dataset.status != DatasetExport.Status.READY or not Path(dataset.train_path).exists():
@@ -235,8 +259,19 @@ def job_run(*, job_id: int) -> str:
         if adapter is None or evaluation.get("adapter_id") != adapter.pk:
             raise RuntimeError("training finished without registering and evaluating its adapter")
         if settings.TRAINING_AUTO_PROMOTE and gate_passes(evaluation):
-            with lease_kept(job.pk):
-                adapter_promote(adapter=adapter)
+            try:
+                with lease_kept(job.pk):
+                    adapter_promote(adapter=adapter)
+            except AdapterError as exc:  # the model server is down, say: the adapter is still good
+                job_transition(
+                    job_id=job.pk,
+                    to=State.READY,
+                    from_states=(State.EVALUATING,),
+                    message=f"gate passed, but promoting failed ({exc}); promote it when the model server is back",
+                    finished_at=timezone.now(),
+                    lease_until=None,
+                )
+                return State.READY
             job_transition(
                 job_id=job.pk,
                 to=State.PROMOTED,
@@ -279,18 +314,22 @@ def job_fail(*, job_id: int, error: str) -> None:
 
 
 def job_decide(*, job_id: int, promote: bool) -> TrainingJob:
-    """An administrator's decision on a job the gate did not promote."""
-    job = TrainingJob.objects.select_related("adapter").filter(pk=job_id).first()
-    if job is None or job.state != State.READY or job.adapter is None:
-        raise DomainError(
-            "Only a finished job waiting for a decision can be promoted or rejected.", code="job_not_ready", status=409
-        )
-    if promote:
-        adapter_promote(adapter=job.adapter)
-        job_transition(job_id=job.pk, to=State.PROMOTED, from_states=(State.READY,), message="promoted by an admin")
-    else:
-        adapter_reject(adapter_id=job.adapter_id)
-        job_transition(job_id=job.pk, to=State.REJECTED, from_states=(State.READY,), message="rejected by an admin")
+    """An administrator's decision on a job the gate did not promote. The job's row is locked for
+    the decision, so two administrators deciding at once cannot both act."""
+    with transaction.atomic():
+        job = TrainingJob.objects.select_for_update().filter(pk=job_id).first()
+        if job is None or job.state != State.READY or job.adapter is None:
+            raise DomainError(
+                "Only a finished job waiting for a decision can be promoted or rejected.",
+                code="job_not_ready",
+                status=409,
+            )
+        if promote:
+            adapter_promote(adapter=job.adapter)
+            job_transition(job_id=job.pk, to=State.PROMOTED, from_states=(State.READY,), message="promoted by an admin")
+        else:
+            adapter_reject(adapter_id=job.adapter_id)
+            job_transition(job_id=job.pk, to=State.REJECTED, from_states=(State.READY,), message="rejected by an admin")
     job.refresh_from_db()
     return job
 

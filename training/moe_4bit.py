@@ -22,15 +22,15 @@ from torch import nn
 
 
 def _is_fused_experts(module: nn.Module) -> bool:
+    """Mixtral's layout: gate_up_proj [E, 2I, H] and down_proj [E, H, I], (out, in) per expert.
+    Other layouts (Llama 4 stores [E, H, 2I]) are left alone rather than computed wrongly."""
     gate_up, down = getattr(module, "gate_up_proj", None), getattr(module, "down_proj", None)
-    return (
-        isinstance(gate_up, nn.Parameter)
-        and isinstance(down, nn.Parameter)
-        and gate_up.dim() == 3
-        and down.dim() == 3
-        and hasattr(module, "act_fn")
-        and not getattr(module, "has_bias", False)
-    )
+    if not (isinstance(gate_up, nn.Parameter) and isinstance(down, nn.Parameter)):
+        return False
+    if gate_up.dim() != 3 or down.dim() != 3 or getattr(module, "has_bias", False) or not hasattr(module, "act_fn"):
+        return False
+    experts, double_intermediate, hidden = gate_up.shape
+    return tuple(down.shape) == (experts, hidden, double_intermediate // 2) and double_intermediate % 2 == 0
 
 
 class Experts4bit(nn.Module):

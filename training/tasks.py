@@ -8,19 +8,26 @@ from __future__ import annotations
 from celery import shared_task
 from django.conf import settings
 
-from training.jobs import job_run
+from training.jobs import job_lease_wait, job_run
 
 
 @shared_task(
+    bind=True,
     name="training.tasks.train_adapter",
     acks_late=True,  # a worker that dies mid-job leaves the message to be redelivered …
     reject_on_worker_lost=True,  # … and requeued, not acknowledged as done
     soft_time_limit=settings.TRAINING_SOFT_TIME_LIMIT_SECONDS,
     time_limit=settings.TRAINING_TIME_LIMIT_SECONDS,
+    max_retries=None,
 )
-def train_adapter(job_id: int) -> str:
-    """Runs one training job; idempotent through `job_claim`'s guarded state change."""
-    return job_run(job_id=job_id)
+def train_adapter(self, job_id: int) -> str:
+    """Runs one training job; idempotent through `job_claim`'s guarded state change. Delivered
+    while another worker's lease holds the job (that worker may have just died), it comes back
+    when the lease runs out: the job then resumes, or the task finds it finished and skips."""
+    outcome = job_run(job_id=job_id)
+    if outcome == "skipped" and (wait := job_lease_wait(job_id=job_id)) is not None:
+        raise self.retry(countdown=wait)
+    return outcome
 
 
 @shared_task(name="training.tasks.retrain_due")

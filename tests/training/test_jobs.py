@@ -40,7 +40,7 @@ def test_killed_worker_leaves_a_resumable_job_and_no_partial_adapter(chat_tool, 
     job.refresh_from_db()
     assert job.state == "training" and job.step < 12
     assert not AdapterVersion.objects.exists()
-    assert not Path(job.work_dir, "adapter").exists()
+    assert not list(Path(job.work_dir).glob("adapter*"))  # nothing half-written under an adapter name
     served = {m["id"] for m in httpx.get(vllm_url + "/v1/models").json()["data"]}
     assert not [name for name in served if name.startswith(f"course-{teacher.course_id}-")]
 
@@ -92,3 +92,24 @@ def test_worker_killed_after_training_resumes_at_the_evaluation_of_the_same_adap
     assert job.adapter_id == trained.pk == job.evaluation["adapter_id"]
     assert "candidate_loss" in job.evaluation
     assert job.events.filter(message__endswith="was trained before the worker stopped; evaluating it").exists()
+
+
+def test_a_promotion_that_fails_leaves_the_adapter_for_an_admin_not_rejected(chat_tool, platform, vllm_url, settings):
+    from tests.support.servers import free_port
+    from training.jobs import job_decide
+
+    teacher, _ = corrected_course(platform, chat_tool)
+    # The worker's model server is down (a port nobody listens on) and its gate always passes.
+    env = {"VLLM_BASE_URL": f"http://127.0.0.1:{free_port()}", "TRAINING_GATE_MARGIN": "-1"}
+    with celery_worker(
+        database_url=database_url_for_tests(), broker_url=settings.CELERY_BROKER_URL, queues="gpu", extra_env=env
+    ):
+        job = training_job_start(course=teacher.course, overrides={"max_steps": 2, "batch_size": 4, "rank": 4})
+        job = wait_for(job, {"promoted", "ready", "failed"})
+    assert job.state == "ready", (job.state, job.error)
+    assert "gate passed, but promoting failed" in job.events.last().message
+    assert job.adapter.status == "candidate"
+    # Once the model server is back (the test's own), an administrator promotes it.
+    assert job_decide(job_id=job.pk, promote=True).state == "promoted"
+    assert AdapterVersion.objects.get(pk=job.adapter_id).status == "active"
+    assert job.adapter.name in {m["id"] for m in httpx.get(vllm_url + "/v1/models").json()["data"]}
