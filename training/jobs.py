@@ -84,6 +84,19 @@ def job_transition(*, job_id: int, to: str, from_states: tuple, message: str = "
     return bool(changed)
 
 
+def job_finish(*, job_id: int, to: str, from_states: tuple, message: str = "", **fields) -> bool:
+    """Moves the job to a final state: records when it ended and releases its lease."""
+    return job_transition(
+        job_id=job_id,
+        to=to,
+        from_states=from_states,
+        message=message,
+        finished_at=timezone.now(),
+        lease_until=None,
+        **fields,
+    )
+
+
 def training_job_start(
     *, course: Course, requested_by: Person | None = None, overrides: dict | None = None
 ) -> TrainingJob:
@@ -183,9 +196,7 @@ def job_cancel(*, job_id: int) -> TrainingJob:
     if job is None:
         raise NotFound("No such training job.")
     TrainingJob.objects.filter(pk=job_id).update(cancel_requested=True)
-    job_transition(
-        job_id=job_id, to=State.CANCELLED, from_states=(State.QUEUED,), message="cancelled", finished_at=timezone.now()
-    )
+    job_finish(job_id=job_id, to=State.CANCELLED, from_states=(State.QUEUED,), message="cancelled")
     job.refresh_from_db()
     return job
 
@@ -208,13 +219,11 @@ def job_run(*, job_id: int) -> str:
         return "skipped"
     if job.adapter is not None and job.adapter.status in SERVED:
         # The worker died between the promotion and recording it: the job is done, not retrained.
-        job_transition(
+        job_finish(
             job_id=job.pk,
             to=State.PROMOTED,
             from_states=(State.VALIDATING,),
             message=f"{job.adapter.name} was promoted before the worker stopped",
-            finished_at=timezone.now(),
-            lease_until=None,
         )
         return State.PROMOTED
     try:
@@ -241,13 +250,11 @@ def job_run(*, job_id: int) -> str:
                     process.kill()
         job.refresh_from_db()
         if job.cancel_requested:
-            job_transition(
+            job_finish(
                 job_id=job.pk,
                 to=State.CANCELLED,
                 from_states=TrainingJob.ACTIVE_STATES,
                 message="cancelled",
-                finished_at=timezone.now(),
-                lease_until=None,
             )
             if job.adapter_id:
                 adapter_reject(adapter_id=job.adapter_id)
@@ -263,31 +270,25 @@ def job_run(*, job_id: int) -> str:
                 with lease_kept(job.pk):
                     adapter_promote(adapter=adapter)
             except AdapterError as exc:  # the model server is down, say: the adapter is still good
-                job_transition(
+                job_finish(
                     job_id=job.pk,
                     to=State.READY,
                     from_states=(State.EVALUATING,),
                     message=f"gate passed, but promoting failed ({exc}); promote it when the model server is back",
-                    finished_at=timezone.now(),
-                    lease_until=None,
                 )
                 return State.READY
-            job_transition(
+            job_finish(
                 job_id=job.pk,
                 to=State.PROMOTED,
                 from_states=(State.EVALUATING,),
                 message=f"gate passed; {adapter.name} serves the course",
-                finished_at=timezone.now(),
-                lease_until=None,
             )
             return State.PROMOTED
-        job_transition(
+        job_finish(
             job_id=job.pk,
             to=State.READY,
             from_states=(State.EVALUATING,),
             message="gate not passed: waiting for an administrator's decision",
-            finished_at=timezone.now(),
-            lease_until=None,
         )
         return State.READY
     except Exception as exc:  # SoftTimeLimitExceeded and AdapterError included
@@ -299,14 +300,12 @@ def job_run(*, job_id: int) -> str:
 def job_fail(*, job_id: int, error: str) -> None:
     """The job failed: recorded with its reason, and an adapter it trained but did not promote
     is rejected (and unloaded if evaluation loaded it), so no stale candidate lingers."""
-    failed = job_transition(
+    failed = job_finish(
         job_id=job_id,
         to=State.FAILED,
         from_states=TrainingJob.ACTIVE_STATES,
         message=error[:500],
         error=error,
-        finished_at=timezone.now(),
-        lease_until=None,
     )
     adapter_id = TrainingJob.objects.filter(pk=job_id).values_list("adapter_id", flat=True).first()
     if failed and adapter_id:
