@@ -3,7 +3,9 @@
 Nothing is lost: the student's message is committed before the model is
 called; the tutor's reply row exists from the first token and ends `complete`,
 `interrupted` (client gone: the partial text is kept) or `failed` (model server
-error); a retry answers the last unanswered student message.
+error); a retry answers the last unanswered student message. Every tutor reply
+records the model and the system prompt (`SystemPrompt`, stored once) it was
+generated under, so training data keeps the tutor settings of its day.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from tutor import guardrails
 from tutor.auth import Launched
 from tutor.errors import DomainError, Forbidden, NotFound
 from tutor.models import Conversation, Flag, Message, MessageStatus, Role, TutorSettings
-from tutor.prompts import system_prompt_for
+from tutor.prompts import system_prompt_for, system_prompt_record
 from tutor.selectors import course_roster_names
 
 logger = logging.getLogger(__name__)
@@ -66,6 +68,11 @@ def tutor_settings_get(*, course_id: int) -> TutorSettings:
     return tutor_settings
 
 
+def system_prompt_get(*, conversation: Conversation) -> str:
+    """The system prompt the conversation's next reply is generated under (the course's settings now)."""
+    return system_prompt_for(tutor_settings_get(course_id=conversation.course_id), course=conversation.course)
+
+
 def prompt_messages(*, conversation: Conversation) -> list[dict]:
     """System prompt + the recent history in user/assistant alternation.
 
@@ -86,8 +93,7 @@ def prompt_messages(*, conversation: Conversation) -> list[dict]:
             turns.append({"role": row.sender, "content": row.content})
     while turns and turns[0]["role"] != Sender.STUDENT:
         turns.pop(0)
-    system = system_prompt_for(tutor_settings_get(course_id=conversation.course_id), course=conversation.course)
-    return [{"role": "system", "content": system}, *turns]
+    return [{"role": "system", "content": system_prompt_get(conversation=conversation)}, *turns]
 
 
 def unanswered_student_message(*, conversation: Conversation) -> Message | None:
@@ -153,6 +159,7 @@ def message_post(*, conversation: Conversation, content: str) -> Posted:
         content_scrubbed=verdict.safe_reply,
         guardrail=verdict.category,
         completed_at=timezone.now(),
+        system_prompt=system_prompt_record(text=system_prompt_get(conversation=conversation)),
     )
     Flag.objects.create(
         course_id=conversation.course_id,
@@ -198,18 +205,28 @@ def _reply_fail(reply: Message, *, text: str, status: str, error_code: str) -> N
     reply.save(update_fields=["content", "content_scrubbed", "pii_found", "status", "error_code", "completed_at"])
 
 
+def reply_open(*, conversation: Conversation) -> tuple[list[dict], Message]:
+    """The model's input for the next reply, and the reply's row (`streaming`), which records the
+    model and the system prompt it is generated under."""
+    messages = prompt_messages(conversation=conversation)
+    return messages, Message.objects.create(
+        conversation=conversation,
+        sender=Sender.TUTOR,
+        content="",
+        status=MessageStatus.STREAMING,
+        model_name=model_for_course(course_id=conversation.course_id),
+        system_prompt=system_prompt_record(text=messages[0]["content"]),
+    )
+
+
 def reply_generate(*, conversation: Conversation) -> Message:
     """The tutor's whole reply to the last unanswered student message."""
     student_message = unanswered_student_message(conversation=conversation)
     if student_message is None:
         raise NothingToAnswer("There is no student message waiting for an answer.")
-    messages = prompt_messages(conversation=conversation)
-    model = model_for_course(course_id=conversation.course_id)
-    reply = Message.objects.create(
-        conversation=conversation, sender=Sender.TUTOR, content="", status=MessageStatus.STREAMING, model_name=model
-    )
+    messages, reply = reply_open(conversation=conversation)
     try:
-        answer = chat_complete(model=model, messages=messages)
+        answer = chat_complete(model=reply.model_name, messages=messages)
     except ModelServerUnavailable as exc:
         _reply_fail(reply, text="", status=MessageStatus.FAILED, error_code="model_unavailable")
         raise ChatModelUnavailable(str(exc), message_id=student_message.id, retry=True) from exc
@@ -225,16 +242,12 @@ async def reply_stream(*, conversation: Conversation) -> AsyncIterator[dict]:
     student_message = await sync_to_async(unanswered_student_message)(conversation=conversation)
     if student_message is None:
         raise NothingToAnswer("There is no student message waiting for an answer.")
-    messages = await sync_to_async(prompt_messages)(conversation=conversation)
+    messages, reply = await sync_to_async(reply_open)(conversation=conversation)
     system_prompt = messages[0]["content"]
-    model = await sync_to_async(model_for_course)(course_id=conversation.course_id)
-    reply = await Message.objects.acreate(
-        conversation=conversation, sender=Sender.TUTOR, content="", status=MessageStatus.STREAMING, model_name=model
-    )
     yield {"event": "start", "reply_id": reply.id, "message_id": student_message.id}
     parts: list[str] = []
     try:
-        async for piece in chat_stream(model=model, messages=messages):
+        async for piece in chat_stream(model=reply.model_name, messages=messages):
             parts.append(piece)
             if guardrails.screen_output_tail("".join(parts), system_prompt=system_prompt) is not None:
                 break  # _reply_finish stores the safe reply and the flag

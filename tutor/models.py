@@ -156,6 +156,19 @@ class Conversation(models.Model):
         return self.title or f"Conversation {self.pk}"
 
 
+class SystemPrompt(models.Model):
+    """A system prompt the tutor replied under, stored once however many replies used it (keyed
+    by the text's sha256): the export trains each conversation under the tutor settings it had,
+    not today's. Built from course settings only; it holds nothing about a student."""
+
+    sha256 = models.CharField(max_length=64, unique=True)
+    text = models.TextField()
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    def __str__(self) -> str:
+        return f"System prompt {self.sha256[:12]}"
+
+
 class MessageStatus(models.TextChoices):
     COMPLETE = "complete", "Complete"
     STREAMING = "streaming", "Being generated"
@@ -181,6 +194,15 @@ class Message(models.Model):
     status = models.CharField(max_length=16, choices=MessageStatus.choices, default=MessageStatus.COMPLETE)
     error_code = models.CharField(max_length=64, blank=True)
     model_name = models.CharField(max_length=200, blank=True)
+    system_prompt = models.ForeignKey(
+        SystemPrompt,
+        null=True,
+        blank=True,
+        related_name="+",
+        on_delete=models.PROTECT,
+        help_text="The system prompt this tutor reply was generated under (NULL: a student message, or a "
+        "reply stored before prompts were recorded).",
+    )
     guardrail = models.CharField(max_length=64, blank=True, help_text="The rule that screened this message, if any.")
     student_rating = models.SmallIntegerField(null=True, blank=True, help_text="+1 or -1, from the student")
     created_at = models.DateTimeField(auto_now_add=True)

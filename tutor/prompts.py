@@ -1,8 +1,11 @@
-"""The system prompt a course's tutor gets, from its teachers' settings."""
+"""The system prompt a course's tutor gets, from its teachers' settings; and the record of the
+prompts replies were generated under (the export trains each conversation under its own)."""
 
 from __future__ import annotations
 
-from tutor.models import Course, TutorSettings
+import hashlib
+
+from tutor.models import Course, SystemPrompt, TutorSettings
 
 SOCRATIC = (
     "Teach the Socratic way: do not give the final answer or the full solution. Ask one guiding question at a "
@@ -24,3 +27,11 @@ def system_prompt_for(tutor_settings: TutorSettings, *, course: Course) -> str:
     if tutor_settings.instructions.strip():
         lines.append("Your teachers' instructions: " + tutor_settings.instructions.strip())
     return "\n".join(lines)
+
+
+def system_prompt_record(*, text: str) -> SystemPrompt:
+    """The stored copy of a system prompt, created the first time a reply is generated under it."""
+    prompt, _ = SystemPrompt.objects.get_or_create(
+        sha256=hashlib.sha256(text.encode()).hexdigest(), defaults={"text": text}
+    )
+    return prompt

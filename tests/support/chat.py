@@ -27,11 +27,11 @@ def member(
 
 def exchange(conversation: Conversation, question: str, answer: str) -> tuple[Message, Message]:
     """A student message and the tutor's reply, stored the way the chat services store them."""
-    from tutor.chat import _reply_finish, message_post
+    from tutor.chat import _reply_finish, message_post, reply_open
 
     posted = message_post(conversation=conversation, content=question)
-    reply = Message.objects.create(conversation=conversation, sender=Message.Sender.TUTOR, content="")
-    reply = _reply_finish(reply, text=answer, system_prompt="")
+    messages, reply = reply_open(conversation=conversation)  # records the system prompt in force
+    reply = _reply_finish(reply, text=answer, system_prompt=messages[0]["content"])
     Message.objects.filter(pk=reply.pk).update(completed_at=timezone.now())
     return posted.message, reply
 

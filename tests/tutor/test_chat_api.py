@@ -51,6 +51,7 @@ def test_reply_arrives_is_stored_and_the_second_turn_sees_the_first(chat_tool, p
     assert [(m.sender, m.status) for m in stored] == [("user", "complete"), ("assistant", "complete")]
     assert stored[1].content == reply["content"]
     assert stored[1].model_name == "base"
+    assert "Reply in the student's language." in stored[1].system_prompt.text  # the settings it was made under
 
     second = requests.post(
         f"{chat_tool}/api/v1/conversations/{conversation_id}/messages/",
@@ -94,7 +95,9 @@ def test_streaming_endpoint_streams_and_stores(chat_tool, platform):
     done = events[-1][1]["reply"]
     assert done["content"] == "".join(tokens)
     assert Message.objects.get(pk=done["id"]).content == "".join(tokens)
-    assert Message.objects.get(pk=done["id"]).status == MessageStatus.COMPLETE
+    stored = Message.objects.select_related("system_prompt").get(pk=done["id"])
+    assert stored.status == MessageStatus.COMPLETE
+    assert stored.system_prompt.text.startswith("You are a patient, encouraging tutor.")
 
 
 def test_model_server_down_keeps_the_message_and_retry_works(chat_tool, platform, settings, vllm_url):
