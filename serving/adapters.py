@@ -1,6 +1,6 @@
 """Adapter registry and hot-swap on vLLM's multi-LoRA server.
 
-    python manage.py adapters list|promote|rollback --course ID [--version N]
+    python manage.py adapters list|promote|rollback --course ID [--adapter-version N]
 
 * `adapter_register` records a finished adapter folder (checksummed) as a candidate version.
 * `adapter_promote` loads it into vLLM under its versioned name (`POST /v1/load_lora_adapter`),
@@ -9,7 +9,9 @@
   previous version stays loaded for an instant rollback; the one before is unloaded after
   ADAPTER_RETIRE_GRACE_SECONDS (by default MODEL_REPLY_TIMEOUT_SECONDS: no reply can still be
   running on it by then).
-* `adapter_rollback` makes the previous version active again.
+* `adapter_rollback` makes the previous version active again or, when the active version is the
+  course's first (no previous one), retires it so the base model serves the course again; the
+  rolled-back version is unloaded after the grace period either way.
 * `adapter_reject` retires a candidate that will never serve.
 * `adapters_reload` loads every active and previous adapter: at server start, and when vLLM
   answers 404 for an adapter (it restarted), so no course silently falls back to the base.
@@ -161,19 +163,42 @@ def adapter_reject(*, adapter_id: int) -> bool:
     return bool(rejected)
 
 
-def adapter_rollback(*, course_id: int) -> AdapterVersion:
-    """The previous version serves the course again; the rolled-back one is retired."""
-    previous = AdapterVersion.objects.filter(course_id=course_id, status=Status.PREVIOUS).order_by("-version").first()
-    if previous is None:
-        raise AdapterError("This course has no previous adapter version to roll back to.")
-    adapter_load(previous)
+def adapter_rollback_target(*, course_id: int) -> AdapterVersion | None:
+    """The version a rollback makes active again; None: the base model (or nothing is active)."""
+    return AdapterVersion.objects.filter(course_id=course_id, status=Status.PREVIOUS).order_by("-version").first()
+
+
+def adapter_rollback(*, course_id: int, active_id: int | None = None) -> AdapterVersion | None:
+    """Takes the course's active adapter out of service: the previous version serves again, or the
+    base model when there is none (the course's first adapter). The rolled-back version is retired
+    and unloaded after the grace period; `adapters promote --adapter-version N` can bring it back.
+    Returns what serves the course now: a version, or None for the base model.
+
+    `active_id`, when given, is the version the caller saw active (the admin page's button): if
+    another one serves by now, nothing is done, so a button pressed twice rolls back once."""
+    target = adapter_rollback_target(course_id=course_id)
+    if target is not None:
+        adapter_load(target)  # before the switch: a failed load leaves the course as it was
     with transaction.atomic():
         active = list(AdapterVersion.objects.select_for_update().filter(course_id=course_id, status=Status.ACTIVE))
+        if not active:
+            raise AdapterError("This course has no adapter in service: the base model serves it already.")
+        if active_id is not None and active[0].pk != active_id:
+            raise AdapterError(f"{active[0].name} serves the course by now; nothing was rolled back.")
+        # Read again under the active row's lock, which a promotion takes too.
+        now_target = adapter_rollback_target(course_id=course_id)
+        if getattr(now_target, "pk", None) != getattr(target, "pk", None):
+            raise AdapterError("The course's adapters changed meanwhile; nothing was rolled back. Try again.")
         AdapterVersion.objects.filter(pk__in=[a.pk for a in active]).update(status=Status.RETIRED)
-        AdapterVersion.objects.filter(pk=previous.pk).update(status=Status.ACTIVE, activated_at=timezone.now())
+        if target is not None:
+            AdapterVersion.objects.filter(pk=target.pk).update(status=Status.ACTIVE, activated_at=timezone.now())
         transaction.on_commit(lambda: _retire_later([a.name for a in active]), robust=True)
-    previous.refresh_from_db()
-    return previous
+    if target is None:
+        logger.info("course %s rolled back to the base model", course_id)
+        return None
+    target.refresh_from_db()
+    logger.info("course %s rolled back to %s", course_id, target.name)
+    return target
 
 
 def adapters_reload() -> list[str]:

@@ -1,4 +1,8 @@
-"""python manage.py adapters list|promote|rollback|reload [--course ID] [--adapter-version N]"""
+"""python manage.py adapters list|promote|rollback|reload [--course ID] [--adapter-version N]
+
+`rollback` takes the active adapter out of service: the previous version serves the course again,
+or the base model when the active one is the course's first. It prints what serves the course now.
+"""
 
 from __future__ import annotations
 
@@ -9,7 +13,10 @@ from serving.models import AdapterVersion
 
 
 class Command(BaseCommand):
-    help = "List, promote or roll back a course's LoRA adapter versions; reload them into vLLM."
+    help = (
+        "List, promote or roll back a course's LoRA adapter versions (rolling back a course's first "
+        "adapter serves it with the base model again); reload them into vLLM."
+    )
 
     def add_arguments(self, parser) -> None:
         parser.add_argument("action", choices=["list", "promote", "rollback", "reload"])
@@ -45,4 +52,5 @@ class Command(BaseCommand):
                 adapter = adapter_rollback(course_id=course)
         except AdapterError as exc:
             raise CommandError(str(exc)) from exc
-        self.stdout.write(self.style.SUCCESS(f"course {course} is served by {adapter.name}"))
+        serving = adapter.name if adapter else "the base model"
+        self.stdout.write(self.style.SUCCESS(f"course {course} is now served by {serving}"))

@@ -1,0 +1,152 @@
+"""Rollback, also of a course's first adapter: the base model serves the course again, by the
+command and by the admin page's button; the rolled-back adapter is unloaded after the grace period."""
+
+from __future__ import annotations
+
+import re
+import time
+from io import StringIO
+
+import httpx
+import pytest
+import requests
+from django.core.management import call_command
+from django.core.management.base import CommandError
+
+from serving.adapters import AdapterError, active_adapter_name, adapter_register, adapter_rollback
+from serving.client import model_for_course
+from serving.models import AdapterVersion
+from tests.support.chat import member
+from tests.support.models import arithmetic_dataset
+from training.recipe import TrainConfig, run
+from tutor.models import Course, Message, Role
+
+
+def adapter(course, status: str, version: int = 1) -> AdapterVersion:
+    return AdapterVersion.objects.create(
+        course=course, version=version, name=f"course-{course.pk}-v{version}", path="/nowhere", status=status
+    )
+
+
+@pytest.mark.django_db
+@pytest.mark.fast
+def test_rolling_back_a_first_adapter_retires_it_and_the_base_model_serves(
+    settings, django_capture_on_commit_callbacks
+):
+    course = member("t1", role=Role.TEACHER).course
+    first = adapter(course, "active")
+    assert model_for_course(course_id=course.pk) == first.name
+
+    with django_capture_on_commit_callbacks() as unloads:
+        assert adapter_rollback(course_id=course.pk) is None
+    first.refresh_from_db()
+    assert first.status == "retired"
+    assert active_adapter_name(course_id=course.pk) is None
+    assert model_for_course(course_id=course.pk) == settings.MODEL_SERVED_NAME == "base"
+    assert len(unloads) == 1  # unloaded from vLLM after the grace period
+
+    with pytest.raises(AdapterError, match="no adapter in service"):
+        adapter_rollback(course_id=course.pk)
+
+
+@pytest.mark.django_db
+@pytest.mark.fast
+def test_a_rollback_for_an_adapter_no_longer_active_does_nothing(django_capture_on_commit_callbacks):
+    """The admin page names the adapter it saw serving: a button pressed twice rolls back once."""
+    course = member("t1", role=Role.TEACHER).course
+    retired, serving = adapter(course, "retired", 1), adapter(course, "active", 2)
+    with django_capture_on_commit_callbacks() as unloads, pytest.raises(AdapterError, match="serves the course by now"):
+        adapter_rollback(course_id=course.pk, active_id=retired.pk)
+    assert AdapterVersion.objects.get(pk=serving.pk).status == "active" and not unloads
+
+
+@pytest.mark.django_db
+@pytest.mark.fast
+def test_the_command_says_what_serves_the_course_after_a_rollback(django_capture_on_commit_callbacks):
+    course = member("t1", role=Role.TEACHER).course
+    adapter(course, "active")
+    out = StringIO()
+    with django_capture_on_commit_callbacks():
+        call_command("adapters", "rollback", "--course", str(course.pk), stdout=out)
+    assert f"course {course.pk} is now served by the base model" in out.getvalue()
+    with pytest.raises(CommandError, match="no adapter in service: the base model serves it already"):
+        call_command("adapters", "rollback", "--course", str(course.pk))
+
+
+# -- through the real vLLM server ------------------------------------------------------------------
+
+
+def served(vllm_url: str) -> set[str]:
+    return {m["id"] for m in httpx.get(vllm_url + "/v1/models").json()["data"]}
+
+
+def wait_until_unloaded(vllm_url: str, name: str, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while name in served(vllm_url):
+        assert time.monotonic() < deadline, f"{name} was not unloaded"
+        time.sleep(0.5)
+
+
+def launch_token(platform, tool: str, user: str, browser: requests.Session | None = None) -> str:
+    page = platform.launch(browser or requests.Session(), tool, user=user).text
+    return re.search(r'name="launch-token" content="([^"]+)"', page).group(1)
+
+
+def reply_model(tool: str, auth: dict, conversation: int) -> str:
+    sent = requests.post(
+        f"{tool}/api/v1/conversations/{conversation}/messages/", json={"content": "What is 2 plus 3?"}, headers=auth
+    )
+    assert sent.status_code == 201, sent.text
+    return Message.objects.get(pk=sent.json()["reply"]["id"]).model_name
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.live
+@pytest.mark.real_model
+def test_rollback_of_a_first_adapter_serves_the_base_model_through_vllm(
+    chat_tool, platform, vllm_url, demo_model, tmp_path, settings, celery_worker_log
+):
+    settings.ADAPTER_RETIRE_GRACE_SECONDS = 1  # no reply is running on it here
+    train, _ = arithmetic_dataset(tmp_path / "data", train=8, held_out=0)
+    config = TrainConfig(
+        base_model=str(demo_model),
+        train_file=str(train),
+        output_dir=str(tmp_path / "a1"),
+        max_steps=1,
+        tokens_per_step=256,
+        rank=4,
+        alpha=8,
+    )
+    run(config)
+    auth = {"Authorization": f"Bearer {launch_token(platform, chat_tool, 'student')}"}
+    conversation = requests.post(chat_tool + "/api/v1/conversations/", headers=auth).json()["id"]
+    course = Course.objects.get()
+    first = adapter_register(course_id=course.pk, path=tmp_path / "a1", base_model=str(demo_model))
+    call_command("adapters", "promote", "--course", str(course.pk))  # the course's first adapter
+    assert reply_model(chat_tool, auth, conversation) == first.name
+
+    out = StringIO()
+    call_command("adapters", "rollback", "--course", str(course.pk), stdout=out)
+    assert f"course {course.pk} is now served by the base model" in out.getvalue()
+    assert reply_model(chat_tool, auth, conversation) == "base"
+    assert AdapterVersion.objects.get(pk=first.pk).status == "retired"
+    wait_until_unloaded(vllm_url, first.name)  # by the worker, after the grace period
+    assert "serving.tasks.adapters_unload" in celery_worker_log.read_text()
+
+    # The admin page's button does the same (offered for a first adapter too).
+    call_command("adapters", "promote", "--course", str(course.pk), "--adapter-version", "1")
+    assert reply_model(chat_tool, auth, conversation) == first.name
+    admin = requests.Session()
+    admin.get(f"{chat_tool}/review/enter/", params={"t": launch_token(platform, chat_tool, "admin", admin)})
+    page_url = f"{chat_tool}/review/{course.pk}/training/"
+    page = admin.get(page_url).text
+    assert f"Roll back {first.name} to the base model" in page
+    pressed = admin.post(
+        f"{chat_tool}/review/{course.pk}/training/action/",
+        data={"action": "rollback", "adapter": first.pk, "csrfmiddlewaretoken": admin.cookies["csrftoken"]},
+        headers={"Referer": page_url},
+    )
+    assert pressed.status_code == 200 and "Rolled back: the base model serves the course now." in pressed.text
+    assert 'data-testid="rollback"' not in pressed.text and "served by the base model" in pressed.text
+    assert reply_model(chat_tool, auth, conversation) == "base"
+    wait_until_unloaded(vllm_url, first.name)
