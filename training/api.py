@@ -52,8 +52,13 @@ class DatasetExportApi(APIView):
 
 
 class TrainingJobIn(serializers.Serializer):
+    """Settings for this job only (the deployment's defaults otherwise; docs/retraining.md)."""
+
     max_steps = serializers.IntegerField(required=False, min_value=1)
-    epochs = serializers.IntegerField(required=False, min_value=1, max_value=50)
+    epochs = serializers.FloatField(required=False, min_value=0.1, max_value=50)
+    tokens_per_step = serializers.IntegerField(required=False, min_value=64, max_value=1_000_000)
+    learning_rate = serializers.FloatField(required=False, min_value=1e-7, max_value=1e-1)
+    rank = serializers.IntegerField(required=False, min_value=1, max_value=256)
 
 
 class TrainingJobOut(serializers.Serializer):
@@ -64,6 +69,9 @@ class TrainingJobOut(serializers.Serializer):
     train_loss = serializers.FloatField(allow_null=True)
     eval_loss = serializers.FloatField(allow_null=True)
     eta_seconds = serializers.IntegerField(allow_null=True)
+    phase = serializers.CharField()
+    estimate_seconds = serializers.IntegerField(allow_null=True)
+    peak_memory_bytes = serializers.IntegerField(allow_null=True)
     evaluation = serializers.DictField()
     error = serializers.CharField()
     adapter = serializers.CharField(allow_null=True)
@@ -78,6 +86,9 @@ def job_payload(job) -> dict:
         "train_loss": job.train_loss,
         "eval_loss": job.eval_loss,
         "eta_seconds": job.eta_seconds,
+        "phase": job.phase,
+        "estimate_seconds": job.estimate_seconds,
+        "peak_memory_bytes": job.peak_memory_bytes,
         "evaluation": {k: v for k, v in job.evaluation.items() if k != "samples"},
         "error": job.error,
         "adapter": job.adapter.name if job.adapter_id else None,

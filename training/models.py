@@ -91,6 +91,9 @@ class TrainingJob(models.Model):
     train_loss = models.FloatField(null=True, blank=True)
     eval_loss = models.FloatField(null=True, blank=True)
     eta_seconds = models.PositiveIntegerField(null=True, blank=True)
+    phase = models.CharField(max_length=100, blank=True, help_text="What the job is doing now, in words")
+    estimate_seconds = models.PositiveIntegerField(null=True, blank=True, help_text="Estimated when it started")
+    peak_memory_bytes = models.BigIntegerField(null=True, blank=True, help_text="The training process's peak")
     log_tail = models.TextField(blank=True)
     evaluation = models.JSONField(default=dict, blank=True)
     error = models.TextField(blank=True)
@@ -137,3 +140,23 @@ class JobMetric(models.Model):
 
     def __str__(self) -> str:
         return f"job {self.job_id} step {self.step}"
+
+
+class ThroughputProfile(models.Model):
+    """What training measured on a machine, per base model and device: the time estimates of
+    later exports and jobs use it instead of a guess."""
+
+    base_model = models.CharField(max_length=500)
+    device = models.CharField(max_length=200)
+    tokens_per_second = models.FloatField(help_text="Training, evaluations excluded")
+    eval_tokens_per_second = models.FloatField(null=True, blank=True)
+    setup_seconds = models.FloatField(default=0, help_text="Loading and packing, before the first step")
+    evaluation_seconds = models.FloatField(default=0, help_text="The gate's evaluation after training")
+    jobs = models.PositiveIntegerField(default=1)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["base_model", "device"], name="throughput_per_model_device")]
+
+    def __str__(self) -> str:
+        return f"{self.tokens_per_second:.0f} tokens/s for {self.base_model} on {self.device}"

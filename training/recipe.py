@@ -1,49 +1,59 @@
 """LoRA fine-tuning recipe for a course's tutor: TRL's SFTTrainer with a PEFT LoRA.
 
     python -m training.recipe --base MODEL --train FILE.jsonl [--eval FILE.eval.jsonl] --out ADAPTER_DIR \
-        [--max-steps N] [--epochs N] [--rank 16] [--lora-experts] [--seed 0]
+        [--tokens-per-step 1024] [--epochs 3] [--max-steps N] [--rank 16] [--set FIELD=VALUE ...]
 
 One typed config (`TrainConfig`), one linear path: setup → train → checkpoint → cleanup.
 
-* On a CUDA machine: QLoRA, the base model in 4-bit NF4 (bitsandbytes) with bf16 compute and
-  gradient checkpointing; an MoE model's fused experts are made 4-bit too (training/moe_4bit.py),
-  which bitsandbytes alone does not do. On a CPU: plain LoRA in fp32, so CI runs the same code
-  (and `quantize_4bit=True` runs the 4-bit path there on bitsandbytes' CPU backend).
+* On a CUDA machine: QLoRA, the base model in 4-bit NF4 (bitsandbytes) with bf16 compute; an MoE
+  model's fused experts are made 4-bit too (training/moe_4bit.py), which bitsandbytes alone does
+  not do. On a CPU: plain LoRA in fp32, so CI runs the same code (and `quantize_4bit=True` runs
+  the 4-bit path there on bitsandbytes' CPU backend).
+* Memory is bounded by design: a step is one padding-free pack of at most `tokens_per_step`
+  tokens (TRL's best-fit-decreasing packing, position ids restarting per example), so one long
+  example costs its own length, not batch x longest. Activations are checkpointed (as TRL does by
+  default), and the loss goes through TRL's fused LM head, which never holds the logits of the
+  whole pack: on a CPU its tiles are set small here (`LOSS_TILE_*`), on CUDA it runs its Triton
+  kernel on the trained positions only. `memory_estimate` predicts the peak before anything is
+  loaded; `run` refuses a job that would not fit (`NotEnoughMemory`, with what to change).
+* Time follows the data: `epochs` passes over the training tokens (3, TRL's default), at least
+  `min_steps` and at most `step_budget` optimizer steps, evaluated `evals_per_epoch` times an
+  epoch on the held-out file, stopping early when the held-out loss stops improving
+  (`early_stopping_patience`); the best checkpoint is the adapter.
 * Loss on the tutor's turns only: the project's chat template wraps assistant turns in
   `{% generation %}` (a turn with `"weight": 0` stays outside, as mistral-finetune does).
-* Sequences are packed (best-fit decreasing, no cross-contamination: position ids restart).
-* `max_length` comes from the data (the longest example, rounded up to 64), not TRL's 1024;
-  the number of epochs follows the dataset size (clamp(10000 / examples, 1, 10)) unless set.
-* Mixtral (and other MoE models): LoRA on the attention projections by default, with the
-  router's load-balancing loss in the objective; `lora_experts` adds the fused expert weights
-  (transformers 5: `mlp.experts.gate_up_proj` / `down_proj`, reached with `target_parameters`).
-* Checkpoints every `save_steps` to `work_dir`; running again resumes from the last one.
-  The final adapter is written to a temporary folder beside `output_dir` and renamed into
-  place only when complete, so a half-written adapter never exists under its real name.
+* Dense models: LoRA on every linear layer. Mixtral (and other MoE models): LoRA on the attention
+  projections, with the router's load-balancing loss in the objective; `lora_experts` adds the
+  fused expert weights (transformers 5: `mlp.experts.gate_up_proj` / `down_proj`, reached with
+  `target_parameters`).
+* Checkpoints at each evaluation to `work_dir`; running again resumes from the last complete one.
+  The final adapter is written to a temporary folder beside `output_dir` and renamed into place
+  only when complete, so a half-written adapter never exists under its real name.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import gc
 import json
 import math
 import os
 import shutil
+import struct
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 ATTENTION = ("q_proj", "k_proj", "v_proj", "o_proj")
 EXPERT_PARAMETERS = ("mlp.experts.gate_up_proj", "mlp.experts.down_proj")
 ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors")
-
-
-def epochs_for(examples: int) -> int:
-    """Small datasets take more passes: clamp(10000 / examples, 1, 10)."""
-    return max(1, min(10, round(10000 / max(examples, 1))))
+# TRL's fused LM head projects [tokens, vocabulary] tiles; its defaults (4,096 x 32,768) are sized
+# for a GPU and cost gigabytes of fp32 temporaries on a CPU. These keep a tile near 32 MB there.
+LOSS_TILE_TOKENS_CPU = 1024
+LOSS_TILE_VOCAB_CPU = 8192
 
 
 @dataclass
@@ -54,38 +64,202 @@ class TrainConfig:
     eval_file: str | None = None
     work_dir: str | None = None  # checkpoints; default: OUTPUT_DIR.work
     chat_template: str | None = None  # default: the project's template for the base model
+    # -- the adapter
     rank: int = 16
-    alpha: int = 32
+    alpha: int | None = None  # None: 2 x rank
     dropout: float = 0.05
+    target_modules: list[str] | None = None  # None: every linear layer (dense) or the attention (MoE)
+    lora_experts: bool = False  # MoE only: also adapt the fused expert weights (slower to serve)
+    router_aux_loss_coef: float | None = None  # MoE only: None keeps the model's own (Mixtral: 0.02)
+    # -- the schedule
     learning_rate: float = 2e-4
     lr_scheduler: str = "cosine"
     warmup_fraction: float = 0.1
-    epochs: int | None = None  # None: epochs_for(number of training examples)
-    max_steps: int = -1  # > 0 stops there (tests, smoke runs)
-    batch_size: int = 8
+    tokens_per_step: int = 1024  # one optimizer step: a padding-free pack of at most this many tokens
+    epochs: float = 3.0  # passes over the training tokens...
+    min_steps: int = 20  # ...but at least this many steps (small courses: smaller packs, not fewer steps)
+    step_budget: int = 2000  # ...and at most this many (large courses)
+    max_steps: int = -1  # > 0: exactly this many steps, no early stopping (tests, smoke runs)
+    evals_per_epoch: int = 2
+    early_stopping_patience: int = 2  # evaluations without a better held-out loss; 0: never stop early
     gradient_accumulation: int = 1
-    max_length: int | None = None  # None: the longest example, rounded up to 64
-    target_modules: list[str] = field(default_factory=lambda: list(ATTENTION))
-    lora_experts: bool = False  # MoE only: also adapt the fused expert weights (slower to serve)
-    router_aux_loss_coef: float | None = None  # MoE only: None keeps the model's own (Mixtral: 0.02)
-    packing: bool = True
+    # -- the machine
     quantize_4bit: bool | None = None  # None: on CUDA
     quantize_experts: bool = True  # MoE in 4-bit: the fused experts too (training/moe_4bit.py); off leaves them bf16
-    gradient_checkpointing: bool | None = None  # None: on CUDA
-    save_steps: int = 25
-    eval_steps: int | None = None  # None: evaluate at each save
+    gradient_checkpointing: bool = True
+    memory_limit_mb: int | None = None  # the preflight's bound; None: what the machine has free
+    check_memory: bool = True
+    save_steps: int | None = None  # None: at each evaluation (every 25 steps without a held-out file)
     seed: int = 0
 
     @property
     def work_path(self) -> Path:
         return Path(self.work_dir or f"{self.output_dir}.work")
 
+    @property
+    def lora_alpha(self) -> int:
+        return self.alpha if self.alpha is not None else 2 * self.rank
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """What a run will do, from the data's token counts alone (the export's estimate uses it too)."""
+
+    steps: int
+    tokens_per_step: int  # the pack size actually used
+    epochs: float
+    eval_every: int  # steps between evaluations (0: no held-out file)
+    train_tokens: int
+
+
+def schedule_for(config: TrainConfig, *, lengths: list[int], held_out: bool) -> Schedule:
+    """Steps follow the tokens: `epochs` passes at `tokens_per_step` a step, within [min_steps,
+    step_budget]. A course too small for `min_steps` full packs gets smaller packs (never smaller
+    than its longest example) rather than more passes."""
+    train_tokens = sum(lengths)
+    longest = max(lengths, default=1)
+    pack = max(1, config.tokens_per_step)
+    if config.max_steps <= 0 and math.ceil(config.epochs * train_tokens / pack) < config.min_steps:
+        pack = max(64 * math.ceil(longest / 64), math.ceil(config.epochs * train_tokens / config.min_steps))
+    pack = max(pack, longest)
+    if config.max_steps > 0:
+        steps = config.max_steps
+    else:
+        steps = min(config.step_budget, max(config.min_steps, math.ceil(config.epochs * train_tokens / pack)))
+    packs_per_epoch = max(1, math.ceil(train_tokens / pack))
+    eval_every = max(1, round(packs_per_epoch / max(config.evals_per_epoch, 1))) if held_out else 0
+    return Schedule(
+        steps=steps,
+        tokens_per_step=pack,
+        epochs=round(steps / packs_per_epoch, 2),
+        eval_every=min(eval_every, steps) if held_out else 0,
+        train_tokens=train_tokens,
+    )
+
+
+# -- memory -------------------------------------------------------------------------------------------
+
+# Measured on this project's CPU kind with SmolLM2-135M (docs/benchmarks.md): the Python process
+# with torch, transformers, PEFT, TRL and datasets imported, before any model.
+RUNTIME_BYTES = 650 * 2**20
+# Activations per packed token with gradient checkpointing: each layer's saved input (hidden
+# floats) plus one layer's recomputed activations, and the loss tile; fitted on the same runs.
+ACTIVATION_FLOATS_PER_LAYER_TOKEN = 2
+RECOMPUTE_FLOATS_PER_TOKEN = 24  # x (hidden + intermediate) of the layer being recomputed
+
+
+class NotEnoughMemory(Exception):
+    """The job would not fit in memory; the message says by how much and what to change."""
+
+
+@dataclass(frozen=True)
+class MemoryEstimate:
+    peak_bytes: int
+    parts: dict
+
+    def gib(self) -> str:
+        return f"{self.peak_bytes / 2**30:.1f} GiB"
+
+
+def _safetensors_parameters(folder: Path) -> int:
+    """Parameters in a model folder's safetensors files, read from their headers (no weights loaded)."""
+    total = 0
+    for path in sorted(folder.glob("*.safetensors")):
+        with path.open("rb") as handle:
+            (size,) = struct.unpack("<Q", handle.read(8))
+            header = json.loads(handle.read(size))
+        for name, entry in header.items():
+            if name != "__metadata__":
+                total += math.prod(entry["shape"])
+    return total
+
+
+def memory_estimate(config: TrainConfig, *, tokens_per_step: int, cuda: bool, quantize: bool) -> MemoryEstimate:
+    """Peak memory of a run (process RAM on a CPU, GPU memory on CUDA) before anything is loaded:
+    weights, LoRA with its gradients and Adam state, checkpointed activations of one pack, the loss tile."""
+    model_config = json.loads((Path(config.base_model) / "config.json").read_text())
+    text = model_config.get("text_config", model_config)
+    hidden = int(text.get("hidden_size", 4096))
+    layers = int(text.get("num_hidden_layers", 32))
+    intermediate = int(text.get("intermediate_size", 4 * hidden))
+    parameters = _safetensors_parameters(Path(config.base_model)) or 12 * layers * hidden * hidden
+    weight_bytes = parameters * (0.55 if quantize else (2 if cuda else 4))
+    # LoRA on every linear layer of a dense model: about 7 projections of (in + out) x rank a layer.
+    lora_parameters = layers * 7 * (hidden + intermediate) * config.rank
+    lora_bytes = lora_parameters * 4 * 4  # fp32 weights, gradients, two Adam moments
+    floats = tokens_per_step * (
+        layers * hidden * ACTIVATION_FLOATS_PER_LAYER_TOKEN
+        + (hidden + intermediate) * RECOMPUTE_FLOATS_PER_TOKEN * (1 if config.gradient_checkpointing else layers)
+    )
+    activation_bytes = floats * (2 if cuda else 4)
+    tile_bytes = 0 if cuda else 4 * LOSS_TILE_TOKENS_CPU * LOSS_TILE_VOCAB_CPU * 4
+    runtime = 0 if cuda else RUNTIME_BYTES
+    parts = {
+        "runtime": runtime,
+        "weights": int(weight_bytes),
+        "lora_and_optimizer": int(lora_bytes),
+        "activations": int(activation_bytes),
+        "loss_tiles": tile_bytes,
+    }
+    return MemoryEstimate(peak_bytes=int(sum(parts.values())), parts=parts)
+
+
+def memory_available(*, cuda: bool) -> int:
+    """Bytes this run may use: free GPU memory on CUDA; on a CPU, what the kernel reports
+    available (MemAvailable), bounded by the memory cgroup's limit when one applies."""
+    if cuda:
+        import torch
+
+        return int(torch.cuda.mem_get_info()[0])
+    available = None
+    with contextlib.suppress(OSError, ValueError):
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                available = int(line.split()[1]) * 1024
+    if available is None:
+        available = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_AVPHYS_PAGES")
+    for limit_file, usage_file in (
+        ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory.current"),
+        ("/sys/fs/cgroup/memory/memory.limit_in_bytes", "/sys/fs/cgroup/memory/memory.usage_in_bytes"),
+    ):
+        with contextlib.suppress(OSError, ValueError):
+            limit = int(Path(limit_file).read_text().strip())
+            if limit < 2**60:
+                available = min(available, limit - int(Path(usage_file).read_text().strip()))
+    return max(int(available), 0)
+
+
+def memory_check(config: TrainConfig, *, schedule: Schedule, cuda: bool, quantize: bool) -> MemoryEstimate:
+    estimate = memory_estimate(config, tokens_per_step=schedule.tokens_per_step, cuda=cuda, quantize=quantize)
+    if not config.check_memory:
+        return estimate
+    where = "GPU memory" if cuda else "memory"
+    free = memory_available(cuda=cuda)
+    limit = free if config.memory_limit_mb is None else min(free, config.memory_limit_mb * 2**20)
+    if estimate.peak_bytes > limit:
+        fixed = estimate.peak_bytes - estimate.parts["activations"]
+        per_token = estimate.parts["activations"] / schedule.tokens_per_step
+        fits = int((limit - fixed) / per_token) if limit > fixed else 0
+        advice = (
+            f"lower TRAINING_TOKENS_PER_STEP to {fits // 64 * 64} or less"
+            if fits >= 64
+            else "use a smaller base model or a machine with more memory"
+        )
+        parts = ", ".join(f"{k.replace('_', ' ')} {v / 2**30:.2f}" for k, v in estimate.parts.items() if v)
+        raise NotEnoughMemory(
+            f"This training needs about {estimate.gib()} of {where} ({parts} GiB) "
+            f"but {limit / 2**30:.1f} GiB is available"
+            + (f" (TRAINING_MEMORY_LIMIT_MB={config.memory_limit_mb})" if config.memory_limit_mb else "")
+            + f": {advice}."
+        )
+    return estimate
+
 
 @dataclass
 class TrainResult:
     adapter_dir: str
     steps: int
-    epochs: int
+    epochs: float
     max_length: int
     train_examples: int
     train_loss: float | None
@@ -93,39 +267,76 @@ class TrainResult:
     train_tokens: int
     seconds: float
     resumed_from: str | None
+    stopped_early: bool = False
+    best_step: int | None = None
+    train_seconds: float | None = None
+    tokens_per_second: float | None = None  # training, evaluations left out
+    eval_tokens_per_second: float | None = None
+    memory_estimate_bytes: int | None = None
 
 
 class TrainingStopped(Exception):
     """Training was asked to stop; the last checkpoint was saved and a rerun resumes from it."""
 
 
-def _progress_callback(on_log, should_stop, stopped: list):
-    """A TrainerCallback that reports each log line and lets the caller stop training."""
+def _progress_callback(on_log, should_stop, stopped: list, clock: dict):
+    """A TrainerCallback that reports each log line, with the throughput measured so far (the
+    first step, which warms up, left out), and lets the caller stop training."""
     from transformers import TrainerCallback
 
     class Progress(TrainerCallback):
-        def on_log(self, args, state, control, logs=None, **kwargs):
-            if on_log and logs:
-                on_log({"step": state.global_step, "max_steps": state.max_steps, **logs})
+        def on_train_begin(self, args, state, control, **kwargs):
+            clock["begin"] = time.monotonic()
+            clock["first_step"] = state.global_step
 
         def on_step_end(self, args, state, control, **kwargs):
+            now = time.monotonic()
+            if state.global_step == clock["first_step"] + 1:
+                clock["warm"] = (now, state.global_step)
+            clock["last"] = (now, state.global_step)
             if should_stop and should_stop():
                 stopped.append(state.global_step)
                 control.should_training_stop = True
                 control.should_save = True
 
+        def on_evaluate(self, args, state, control, **kwargs):
+            clock.setdefault("evals", []).append(time.monotonic())
+
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            if not (on_log and logs):
+                return
+            line = {"step": state.global_step, "max_steps": state.max_steps, **logs}
+            seconds_per_step = _seconds_per_step(clock)
+            if seconds_per_step:
+                line["seconds_per_step"] = round(seconds_per_step, 3)
+            if clock.get("eval_seconds"):
+                line["eval_seconds"] = round(clock["eval_seconds"], 2)
+            line["eval_every"] = args.eval_steps or 0
+            on_log(line)
+
     return Progress()
 
 
-def _longest_example(tokenizer, rows: list[dict]) -> int:
-    longest = 0
+def _seconds_per_step(clock: dict) -> float | None:
+    """Training seconds a step since the first (warm-up) step, evaluations excluded."""
+    if "warm" not in clock or clock["last"][1] <= clock["warm"][1]:
+        return None
+    (t0, s0), (t1, s1) = clock["warm"], clock["last"]
+    evals = [t for t in clock.get("evals", []) if t0 < t <= t1]
+    eval_seconds = len(evals) * clock.get("eval_seconds", 0.0)
+    return max(t1 - t0 - eval_seconds, 1e-6) / (s1 - s0)
+
+
+def example_lengths(tokenizer, rows: list[dict]) -> list[int]:
+    """Tokens of each example under the training chat template."""
+    lengths = []
     for row in rows:
         plain = [{"role": m["role"], "content": m["content"]} for m in row["messages"]]
         ids = tokenizer.apply_chat_template(plain, tokenize=True)
         if hasattr(ids, "keys"):
             ids = ids["input_ids"]
-        longest = max(longest, len(ids))
-    return longest
+        lengths.append(len(ids))
+    return lengths
 
 
 CHECKPOINT_FILES = ("trainer_state.json", "adapter_model.safetensors", "optimizer.pt")
@@ -148,7 +359,7 @@ def _last_complete_checkpoint(work: Path) -> str | None:
     return None
 
 
-def _read_jsonl(path: str) -> list[dict]:
+def read_jsonl(path: str | Path) -> list[dict]:
     return [json.loads(line) for line in Path(path).read_text(encoding="utf-8").splitlines() if line.strip()]
 
 
@@ -156,6 +367,12 @@ def _project_chat_template(base_model: str) -> str:
     from serving.chat_templates import chat_template_path
 
     return str(chat_template_path(Path(base_model)))
+
+
+def is_moe(base_model: str) -> bool:
+    model_config = json.loads((Path(base_model) / "config.json").read_text())
+    text = model_config.get("text_config", model_config)
+    return "output_router_logits" in text or "num_local_experts" in text
 
 
 def base_model_load(base_model: str, *, quantize: bool, cuda: bool, quantize_experts: bool = True):
@@ -185,16 +402,28 @@ def base_model_load(base_model: str, *, quantize: bool, cuda: bool, quantize_exp
     return model
 
 
+def _loss_tiles(*, cuda: bool) -> None:
+    """TRL's fused LM head reads its tile sizes from module constants at each call."""
+    if cuda:
+        return
+    import trl.kernels.chunked_logprob as kernel
+    import trl.trainer.utils as trl_utils
+
+    kernel.TOKEN_CHUNK_SIZE = LOSS_TILE_TOKENS_CPU
+    trl_utils._CHUNKED_LOGPROB_CHUNK_SIZE = LOSS_TILE_VOCAB_CPU
+
+
 def run(
     config: TrainConfig,
     *,
     on_log: Callable[[dict], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
+    on_phase: Callable[[str], None] = lambda _phase: None,
 ) -> TrainResult:
     import torch
     from datasets import Dataset
     from peft import LoraConfig
-    from transformers import AutoConfig, AutoTokenizer, set_seed
+    from transformers import AutoTokenizer, EarlyStoppingCallback, set_seed
     from trl import SFTConfig, SFTTrainer
 
     started = time.monotonic()
@@ -202,20 +431,24 @@ def run(
     set_seed(config.seed)
     cuda = torch.cuda.is_available()
     quantize = cuda if config.quantize_4bit is None else config.quantize_4bit
-    checkpointing = cuda if config.gradient_checkpointing is None else config.gradient_checkpointing
 
+    on_phase("reading the dataset")
     tokenizer = AutoTokenizer.from_pretrained(config.base_model)
     tokenizer.chat_template = Path(config.chat_template or _project_chat_template(config.base_model)).read_text()
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
-    train_rows = _read_jsonl(config.train_file)
-    eval_rows = _read_jsonl(config.eval_file) if config.eval_file else []
+    train_rows = read_jsonl(config.train_file)
+    eval_rows = read_jsonl(config.eval_file) if config.eval_file else []
     if not train_rows:
         raise ValueError(f"{config.train_file} has no training examples")
-    max_length = config.max_length or 64 * math.ceil(_longest_example(tokenizer, train_rows + eval_rows) / 64)
-    epochs = config.epochs or epochs_for(len(train_rows))
+    lengths = example_lengths(tokenizer, train_rows)
+    eval_lengths = example_lengths(tokenizer, eval_rows)
+    longest_eval = max(eval_lengths, default=0)
+    schedule = schedule_for(config, lengths=lengths, held_out=bool(eval_rows))
+    estimate = memory_check(config, schedule=schedule, cuda=cuda, quantize=quantize)
 
-    moe = hasattr(AutoConfig.from_pretrained(config.base_model), "output_router_logits")
+    moe = is_moe(config.base_model)
+    on_phase("loading the base model")
     model = base_model_load(
         config.base_model,
         quantize=quantize,
@@ -226,40 +459,47 @@ def run(
         from peft import prepare_model_for_kbit_training
 
         # It casts every parameter that is not 4-bit to fp32: experts left in bf16 would double.
-        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=checkpointing)
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=config.gradient_checkpointing)
     experts = moe and config.lora_experts
     peft_config = LoraConfig(
         r=config.rank,
-        lora_alpha=config.alpha,
+        lora_alpha=config.lora_alpha,
         # PEFT's LoRA on raw parameters (the fused experts) does not support dropout.
         lora_dropout=0.0 if experts else config.dropout,
-        target_modules=list(config.target_modules),
+        target_modules=config.target_modules or (list(ATTENTION) if moe else "all-linear"),
         target_parameters=list(EXPERT_PARAMETERS) if experts else None,
         task_type="CAUSAL_LM",
     )
-    steps_per_epoch = math.ceil(len(train_rows) / (config.batch_size * config.gradient_accumulation))
-    total_steps = config.max_steps if config.max_steps > 0 else steps_per_epoch * epochs
+    _loss_tiles(cuda=cuda)
     work = config.work_path
+    early = bool(eval_rows) and config.max_steps <= 0 and config.early_stopping_patience > 0
+    save_steps = config.save_steps or schedule.eval_every or 25
+    if early:
+        save_steps = schedule.eval_every  # the best checkpoint must be one that was evaluated
     sft_config = SFTConfig(
         output_dir=str(work),
-        num_train_epochs=epochs,
-        max_steps=config.max_steps,
-        per_device_train_batch_size=config.batch_size,
-        per_device_eval_batch_size=config.batch_size,
+        max_steps=schedule.steps,
+        per_device_train_batch_size=1,  # one pack of up to tokens_per_step tokens
+        per_device_eval_batch_size=1,
         gradient_accumulation_steps=config.gradient_accumulation,
         learning_rate=config.learning_rate,
         lr_scheduler_type=config.lr_scheduler,
-        warmup_steps=math.ceil(total_steps * config.warmup_fraction),
+        warmup_steps=math.ceil(schedule.steps * config.warmup_fraction),
         logging_steps=1,
         save_strategy="steps",
-        save_steps=config.save_steps,
+        save_steps=save_steps,
         save_total_limit=2,
         eval_strategy="steps" if eval_rows else "no",
-        eval_steps=config.eval_steps or config.save_steps,
-        max_length=max_length,
-        packing=config.packing,
+        eval_steps=schedule.eval_every or None,
+        load_best_model_at_end=early,
+        metric_for_best_model="eval_loss" if early else None,
+        greater_is_better=False if early else None,
+        max_length=max(schedule.tokens_per_step, longest_eval),
+        packing=True,
+        packing_strategy="bfd",
         assistant_only_loss=True,
-        gradient_checkpointing=checkpointing,
+        gradient_checkpointing=config.gradient_checkpointing,
+        gradient_checkpointing_kwargs={"use_reentrant": False},
         bf16=cuda,
         use_cpu=not cuda,
         seed=config.seed,
@@ -268,6 +508,11 @@ def run(
         dataloader_num_workers=0,
         router_aux_loss_coef=config.router_aux_loss_coef if moe else None,
     )
+    clock: dict = {}
+    callbacks = [_progress_callback(on_log, should_stop, stopped := [], clock)]
+    if early:
+        callbacks.append(EarlyStoppingCallback(early_stopping_patience=config.early_stopping_patience))
+    on_phase("packing the examples")
     trainer = SFTTrainer(
         model=model,
         args=sft_config,
@@ -275,32 +520,57 @@ def run(
         eval_dataset=Dataset.from_list(eval_rows) if eval_rows else None,
         processing_class=tokenizer,
         peft_config=peft_config,
-        callbacks=[_progress_callback(on_log, should_stop, stopped := [])],
+        callbacks=callbacks,
     )
+    _time_evaluations(trainer, clock)
 
     # -- train ---------------------------------------------------------------------------------------
+    on_phase("training")
     resume = _last_complete_checkpoint(work)
+    train_started = time.monotonic()
     output = trainer.train(resume_from_checkpoint=resume)
+    train_seconds = time.monotonic() - train_started
     if stopped:
         raise TrainingStopped(f"stopped at step {stopped[0]}; checkpoints in {work}")
-    eval_loss = trainer.evaluate()["eval_loss"] if eval_rows else None
+    best_step = None
+    if early and trainer.state.best_model_checkpoint:
+        best_step = int(trainer.state.best_model_checkpoint.rsplit("-", 1)[-1])
+    eval_loss = trainer.state.best_metric if early else None
+    if eval_rows and eval_loss is None:
+        eval_loss = trainer.evaluate()["eval_loss"]
 
     # -- checkpoint: the adapter, complete, renamed into place -------------------------------------------
+    on_phase("saving the adapter")
     final = Path(config.output_dir)
     staging = final.with_name(f".{final.name}.partial-{os.getpid()}")
     shutil.rmtree(staging, ignore_errors=True)
     trainer.model.save_pretrained(str(staging))
+    steps_done = trainer.state.global_step
+    trained_tokens = int(getattr(trainer, "_total_train_tokens", 0) or 0)
+    seconds_per_step = _seconds_per_step(clock)
     result = TrainResult(
         adapter_dir=str(final),
-        steps=trainer.state.global_step,
-        epochs=epochs,
-        max_length=max_length,
+        steps=steps_done,
+        epochs=round(steps_done / max(1, math.ceil(schedule.train_tokens / schedule.tokens_per_step)), 2),
+        max_length=schedule.tokens_per_step,
         train_examples=len(train_rows),
         train_loss=output.training_loss,
         eval_loss=eval_loss,
-        train_tokens=int(getattr(trainer, "_total_train_tokens", 0) or 0),
+        train_tokens=trained_tokens,
         seconds=round(time.monotonic() - started, 1),
         resumed_from=resume,
+        stopped_early=early and steps_done < schedule.steps,
+        best_step=best_step,
+        train_seconds=round(train_seconds, 1),
+        tokens_per_second=(
+            round(trained_tokens / steps_done / seconds_per_step, 1)
+            if seconds_per_step and trained_tokens and not resume
+            else None
+        ),
+        eval_tokens_per_second=(
+            round(sum(eval_lengths) / clock["eval_seconds"], 1) if clock.get("eval_seconds") else None
+        ),
+        memory_estimate_bytes=estimate.peak_bytes,
     )
     (staging / "training_result.json").write_text(json.dumps({"config": asdict(config), **asdict(result)}, indent=2))
     for name in os.listdir(staging):
@@ -322,33 +592,61 @@ def run(
     return result
 
 
+def _time_evaluations(trainer, clock: dict) -> None:
+    """Measures each evaluation pass, so that training throughput leaves it out."""
+    evaluate = trainer.evaluate
+
+    def timed(*args, **kwargs):
+        begun = time.monotonic()
+        try:
+            return evaluate(*args, **kwargs)
+        finally:
+            clock["eval_seconds"] = time.monotonic() - begun
+
+    trainer.evaluate = timed
+
+
+def _field_value(field: dataclasses.Field, text: str):
+    kind = str(field.type)
+    if kind.startswith("bool"):
+        return text.lower() in ("1", "true", "yes", "on")
+    if kind.startswith("int"):
+        return int(text)
+    if kind.startswith("float"):
+        return float(text)
+    if kind.startswith("list"):
+        return [part for part in text.split(",") if part]
+    return text
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--base", required=True)
     parser.add_argument("--train", required=True)
     parser.add_argument("--eval")
     parser.add_argument("--out", required=True)
-    parser.add_argument("--max-steps", type=int, default=-1)
-    parser.add_argument("--epochs", type=int)
-    parser.add_argument("--rank", type=int, default=16)
-    parser.add_argument("--batch-size", type=int, default=8)
-    parser.add_argument("--lora-experts", action="store_true")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--tokens-per-step", type=int)
+    parser.add_argument("--epochs", type=float)
+    parser.add_argument("--max-steps", type=int)
+    parser.add_argument("--rank", type=int)
+    parser.add_argument("--seed", type=int)
+    parser.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE", help="any other TrainConfig field")
     args = parser.parse_args()
+    fields = {f.name: f for f in dataclasses.fields(TrainConfig)}
+    values: dict = {
+        name: getattr(args, name)
+        for name in ("tokens_per_step", "epochs", "max_steps", "rank", "seed")
+        if getattr(args, name) is not None
+    }
+    for item in args.set:
+        name, _, text = item.partition("=")
+        if name not in fields:
+            parser.error(f"--set {name}: TrainConfig has no such field (fields: {', '.join(fields)})")
+        values[name] = _field_value(fields[name], text)
     config = TrainConfig(
-        base_model=args.base,
-        train_file=args.train,
-        eval_file=args.eval,
-        output_dir=args.out,
-        max_steps=args.max_steps,
-        epochs=args.epochs,
-        rank=args.rank,
-        alpha=2 * args.rank,
-        batch_size=args.batch_size,
-        lora_experts=args.lora_experts,
-        seed=args.seed,
+        base_model=args.base, train_file=args.train, eval_file=args.eval, output_dir=args.out, **values
     )
-    result = run(config, on_log=lambda line: print(json.dumps(line), flush=True))
+    result = run(config, on_log=lambda line: print(json.dumps(line), flush=True), on_phase=print)
     print(json.dumps(asdict(result), indent=2))
 
 

@@ -1,4 +1,4 @@
-"""python manage.py train_adapter --course ID [--wait] [--max-steps N] [--epochs N]
+"""python manage.py train_adapter --course ID [--wait] [--max-steps N] [--epochs N] [--tokens-per-step N]
 
 Exports the course's dataset and queues a training job on the `gpu` Celery queue; with
 --wait, shows its progress until it ends. --course takes our id or the LMS context id.
@@ -11,6 +11,7 @@ import time
 from django.core.management.base import BaseCommand, CommandError
 
 from training.datasets import course_resolve
+from training.estimates import duration_words
 from training.jobs import training_job_start
 from training.models import TrainingJob
 from tutor.errors import DomainError
@@ -23,15 +24,19 @@ class Command(BaseCommand):
         parser.add_argument("--course", required=True)
         parser.add_argument("--wait", action="store_true")
         parser.add_argument("--max-steps", type=int)
-        parser.add_argument("--epochs", type=int)
+        parser.add_argument("--epochs", type=float)
+        parser.add_argument("--tokens-per-step", type=int)
 
     def handle(self, *args, **options) -> None:
-        overrides = {k: options[k] for k in ("max_steps", "epochs") if options[k] is not None}
+        overrides = {k: options[k] for k in ("max_steps", "epochs", "tokens_per_step") if options[k] is not None}
         try:
             job = training_job_start(course=course_resolve(course_ref=options["course"]), overrides=overrides)
         except DomainError as exc:
             raise CommandError(exc.message) from exc
         self.stdout.write(f"training job {job.pk} queued (dataset {job.dataset_id})")
+        if job.estimate_seconds:
+            estimate = duration_words(job.estimate_seconds)
+            self.stdout.write(f"estimated time: {estimate} (early stopping may end it sooner)")
         if not options["wait"]:
             return
         while True:
@@ -47,8 +52,12 @@ class Command(BaseCommand):
 
 
 def progress_bar(job: TrainingJob, width: int = 30) -> str:
-    done = job.step / job.total_steps if job.total_steps else 0
+    """Steps once training runs; before that (and after) what the job is doing, in words."""
+    if not job.total_steps or job.state != TrainingJob.State.TRAINING:
+        left = f" (about {duration_words(job.eta_seconds)} left)" if job.eta_seconds else ""
+        return f"{job.state:10} {job.phase or job.get_state_display()}{left}".ljust(78)
+    done = job.step / job.total_steps
     bar = "█" * int(done * width) + "░" * (width - int(done * width))
     loss = f" loss {job.train_loss:.3f}" if job.train_loss is not None else ""
-    eta = f" ETA {job.eta_seconds // 60}:{job.eta_seconds % 60:02d}" if job.eta_seconds else ""
-    return f"{job.state:10} {bar} {job.step}/{job.total_steps or '?'}{loss}{eta}   "
+    eta = f" ETA {duration_words(job.eta_seconds)}" if job.eta_seconds else ""
+    return f"{job.state:10} {bar} {job.step}/{job.total_steps}{loss}{eta}   "
