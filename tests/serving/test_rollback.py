@@ -4,6 +4,7 @@ command and by the admin page's button; the rolled-back adapter is unloaded afte
 from __future__ import annotations
 
 import re
+import shutil
 import time
 from io import StringIO
 
@@ -150,3 +151,17 @@ def test_rollback_of_a_first_adapter_serves_the_base_model_through_vllm(
     assert 'data-testid="rollback"' not in pressed.text and "served by the base model" in pressed.text
     assert reply_model(chat_tool, auth, conversation) == "base"
     wait_until_unloaded(vllm_url, first.name)
+
+    # With a previous version, a rollback makes it serve again (it stayed loaded for that).
+    shutil.copytree(tmp_path / "a1", tmp_path / "a2")
+    second = adapter_register(course_id=course.pk, path=tmp_path / "a2", base_model=str(demo_model))
+    call_command("adapters", "promote", "--course", str(course.pk), "--adapter-version", "1")
+    call_command("adapters", "promote", "--course", str(course.pk), "--adapter-version", "2")
+    assert f"Roll back {second.name} to v1" in admin.get(page_url).text
+    out = StringIO()
+    call_command("adapters", "rollback", "--course", str(course.pk), stdout=out)
+    assert f"course {course.pk} is now served by {first.name}" in out.getvalue()
+    assert reply_model(chat_tool, auth, conversation) == first.name
+    assert AdapterVersion.objects.get(pk=second.pk).status == "retired"
+    wait_until_unloaded(vllm_url, second.name)
+    assert first.name in served(vllm_url)
