@@ -21,10 +21,12 @@ What goes in, and why:
 * exact and near duplicates are removed (MinHash LSH on word 5-grams);
 * whole conversations go to the training or to the held-out file (FILE.eval.jsonl);
 * every example is validated in the spirit of mistral-finetune's `validate_data` (roles
-  alternate, the last is the assistant, nothing empty, fits TRAINING_MAX_SEQ_TOKENS with the
-  base model's own tokenizer and chat template) and the report (FILE.report.json, and the
-  export's row) says what was kept, what was dropped and why, token counts and an estimate
-  of the training time.
+  alternate, the last is the assistant, nothing empty) and fitted to TRAINING_MAX_SEQ_TOKENS
+  with the base model's own tokenizer and chat template: a longer example loses its earliest
+  turns first, then the middle of its longest student message (marked "[…]"), and is dropped
+  only when the trained reply alone does not fit; the report (FILE.report.json, and the
+  export's row) says what was kept, shortened and dropped and why, token counts, and an
+  estimate of the training time from the throughput measured on this machine.
 """
 
 from __future__ import annotations
@@ -49,8 +51,8 @@ from django.utils import timezone
 
 from serving.chat_templates import chat_template_text
 from serving.model_server import base_model_dir
+from training.estimates import training_estimate
 from training.models import DatasetExample, DatasetExport
-from training.recipe import epochs_for
 from tutor.chat import tutor_settings_get
 from tutor.errors import DomainError, NotFound
 from tutor.models import Conversation, Course, Membership, Message, MessageStatus, Person, ReviewDecision
@@ -109,6 +111,7 @@ class ExportReport:
     skipped: Counter = field(default_factory=Counter)  # whole conversations left out, by reason
     dropped: Counter = field(default_factory=Counter)  # candidate examples dropped, by reason
     kept: dict = field(default_factory=dict)
+    shortened: Counter = field(default_factory=Counter)  # examples kept after shortening, by how
     tokens: dict = field(default_factory=dict)
     estimate: dict = field(default_factory=dict)
     base_model: str = ""
@@ -119,6 +122,7 @@ class ExportReport:
             "conversations": self.conversations,
             "skipped_conversations": dict(self.skipped),
             "kept": self.kept,
+            "shortened": dict(self.shortened),
             "dropped": dict(self.dropped),
             "tokens": self.tokens,
             "estimate": self.estimate,
@@ -139,11 +143,14 @@ def _usable(message: Message) -> bool:
     )
 
 
-def conversation_example(*, conversation: Conversation, system_prompt: str) -> Candidate | str:
-    """The conversation as one example, or the reason it yields none."""
+def conversation_example(*, conversation: Conversation, current_system_prompt: str) -> Candidate | str:
+    """The conversation as one example, or the reason it yields none. Its system prompt is the one
+    its last trained reply was generated under (the tutor settings of that day);
+    `current_system_prompt` stands in only for a reply stored before prompts were recorded."""
     turns: list[dict] = []
     provenance: list[dict] = []
     last_trained = None
+    system_prompt = current_system_prompt
     for message in conversation.messages.all():
         if not _usable(message):
             continue
@@ -163,6 +170,7 @@ def conversation_example(*, conversation: Conversation, system_prompt: str) -> C
             )
             provenance.append({"message_id": message.id, "source": "teacher_corrected" if corrected else "original"})
             last_trained = len(turns)
+            system_prompt = message.system_prompt.text if message.system_prompt_id else current_system_prompt
         else:
             turns.append({"role": "assistant", "content": message.content_scrubbed, "weight": 0})
             provenance.append({"message_id": message.id, "source": "context"})
@@ -261,6 +269,46 @@ def example_problem(messages: list[dict], *, tokens: int, max_tokens: int) -> st
     return None
 
 
+TRUNCATION_MARK = " […] "
+
+
+def example_fit(
+    messages: list[dict], *, count: Callable[[list[dict]], int], max_tokens: int
+) -> tuple[list[dict], int, str | None]:
+    """The example shortened to `max_tokens`, its token count, and how it was shortened (None:
+    untouched). Earlier exchanges go first (the trained last reply and its question stay); then
+    the longest student message loses its middle; the tutor's trained reply is never cut.
+    Returns a count above `max_tokens` when even that does not fit (the caller drops it)."""
+    tokens = count(messages)
+    if tokens <= max_tokens:
+        return messages, tokens, None
+    how = None
+    messages = [dict(m) for m in messages]
+    system = messages[:1] if messages and messages[0]["role"] == "system" else []
+    body = messages[len(system) :]
+    # Whole user/assistant pairs off the front, keeping the last pair and at least one trained reply.
+    while len(body) > 2 and tokens > max_tokens:
+        rest = body[2:]
+        if all(m.get("weight", 1) == 0 for m in rest if m["role"] == "assistant"):
+            break
+        body = rest
+        tokens = count(system + body)
+        how = "earlier_turns_removed"
+    students = [m for m in body if m["role"] == "user"]
+    while tokens > max_tokens and students:
+        longest = max(students, key=lambda m: len(m["content"]))
+        text = longest["content"]
+        excess_share = (tokens - max_tokens) / tokens
+        cut = max(16, int(len(text) * excess_share * 1.15) + len(TRUNCATION_MARK))
+        if cut >= len(text) - 32:
+            break  # nothing sensible left of the question
+        keep = (len(text) - cut) // 2
+        longest["content"] = text[:keep].rstrip() + TRUNCATION_MARK + text[len(text) - keep :].lstrip()
+        tokens = count(system + body)
+        how = "student_message_shortened"
+    return system + body, tokens, how
+
+
 # -- the export -------------------------------------------------------------------------------------
 
 
@@ -319,11 +367,11 @@ def dataset_export(
     report.conversations = conversations.count()
     report.skipped["student_opted_out"] = conversations.filter(person_id__in=opted_out).count()
     usable = conversations.exclude(person_id__in=opted_out).prefetch_related(
-        Prefetch("messages", queryset=Message.objects.select_related("review").order_by("id"))
+        Prefetch("messages", queryset=Message.objects.select_related("review", "system_prompt").order_by("id"))
     )
     candidates: list[Candidate] = []
     for conversation in usable.iterator(chunk_size=200):
-        outcome = conversation_example(conversation=conversation, system_prompt=system_prompt)
+        outcome = conversation_example(conversation=conversation, current_system_prompt=system_prompt)
         if isinstance(outcome, str):
             report.skipped[outcome] += 1
         else:
@@ -334,8 +382,14 @@ def dataset_export(
     count_tokens = TokenCounter(model_dir)
     valid: list[Candidate] = []
     for candidate in candidates:
-        candidate.tokens = count_tokens(candidate.messages)
-        problem = example_problem(candidate.messages, tokens=candidate.tokens, max_tokens=report.max_tokens)
+        problem = example_problem(candidate.messages, tokens=0, max_tokens=report.max_tokens)
+        if problem is None:
+            candidate.messages, candidate.tokens, how = example_fit(
+                candidate.messages, count=count_tokens, max_tokens=report.max_tokens
+            )
+            problem = "too_long" if candidate.tokens > report.max_tokens else None
+            if how and not problem:
+                report.shortened[how] += 1
         if problem:
             report.dropped[problem] += 1
         else:
@@ -350,8 +404,6 @@ def dataset_export(
     held_out = [c for c in valid if c.split == DatasetExample.Split.EVAL]
     token_counts = sorted(c.tokens for c in valid)
     train_tokens = sum(c.tokens for c in train)
-    epochs = epochs_for(len(train))
-    rate = settings.TRAINING_ESTIMATE_TOKENS_PER_SECOND
     report.kept = {"train": len(train), "eval": len(held_out)}
     report.tokens = {
         "total": sum(token_counts),
@@ -360,11 +412,11 @@ def dataset_export(
         "max": token_counts[-1],
         "p95": token_counts[min(len(token_counts) - 1, math.ceil(0.95 * len(token_counts)) - 1)],
     }
-    report.estimate = {
-        "epochs": epochs,
-        "tokens_per_second": rate,
-        "seconds": round(train_tokens * epochs / rate),
-    }
+    report.estimate = training_estimate(
+        base_model=str(model_dir),
+        lengths=[c.tokens for c in train],
+        eval_tokens=sum(c.tokens for c in held_out),
+    )
 
     if out is None:
         stamp = timezone.now().strftime("%Y%m%dT%H%M%S")
@@ -434,8 +486,15 @@ def report_lines(report: dict) -> list[str]:
     for reason, number in sorted(report["skipped_conversations"].items()):
         if number:
             lines.append(f"conversations left out ({reason.replace('_', ' ')}): {number}")
+    for how, number in sorted((report.get("shortened") or {}).items()):
+        lines.append(f"examples shortened to fit {report['max_tokens']} tokens ({how.replace('_', ' ')}): {number}")
     for reason, number in sorted(report["dropped"].items()):
-        lines.append(f"examples dropped ({reason.replace('_', ' ')}): {number}")
+        if reason == "too_long":
+            lines.append(
+                f"examples dropped (too long: the trained reply alone exceeds {report['max_tokens']} tokens): {number}"
+            )
+        else:
+            lines.append(f"examples dropped ({reason.replace('_', ' ')}): {number}")
     tokens = report.get("tokens") or {}
     if tokens:
         lines.append(
@@ -443,9 +502,8 @@ def report_lines(report: dict) -> list[str]:
             f"mean {tokens['mean']}, p95 {tokens['p95']}, max {tokens['max']} (limit {report['max_tokens']})"
         )
     estimate = report.get("estimate") or {}
-    if estimate:
-        lines.append(
-            f"estimated training time: {estimate['seconds'] // 60} min {estimate['seconds'] % 60} s "
-            f"({estimate['epochs']} epochs at {estimate['tokens_per_second']:g} tokens/s)"
-        )
+    if estimate.get("seconds") is not None:
+        from training.estimates import estimate_words
+
+        lines.append(estimate_words(estimate))
     return lines

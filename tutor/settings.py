@@ -241,21 +241,46 @@ RETENTION_DAYS = int(os.environ.get("RETENTION_DAYS", "365"))
 REVIEW_SHOW_NAMES = env_bool("REVIEW_SHOW_NAMES", True)
 # Where dataset exports are written (one folder per course).
 TRAINING_DATA_DIR = Path(os.environ.get("TRAINING_DATA_DIR", VAR_DIR / "datasets"))
-# Longest training example, in tokens of the base model's tokenizer; longer ones are dropped.
-TRAINING_MAX_SEQ_TOKENS = int(os.environ.get("TRAINING_MAX_SEQ_TOKENS", "4096"))
+# Longest training example, in tokens of the base model's tokenizer. The export's validation
+# shortens a longer one (earlier turns first, then the middle of the longest student message)
+# and drops it only when the trained reply alone does not fit; the report counts both.
+TRAINING_MAX_SEQ_TOKENS = int(os.environ.get("TRAINING_MAX_SEQ_TOKENS", "1024"))
 # Held-out share of conversations in an export, and the similarity above which two
 # examples count as near duplicates (Jaccard on word 5-grams, MinHash LSH).
 TRAINING_EVAL_FRACTION = float(os.environ.get("TRAINING_EVAL_FRACTION", "0.1"))
 TRAINING_NEAR_DUPLICATE_THRESHOLD = float(os.environ.get("TRAINING_NEAR_DUPLICATE_THRESHOLD", "0.85"))
-# Training throughput used for the export report's time estimate (tokens/s; measured figures
-# in docs/benchmarks.md: about 143 on a 2-core CPU).
-TRAINING_ESTIMATE_TOKENS_PER_SECOND = float(os.environ.get("TRAINING_ESTIMATE_TOKENS_PER_SECOND", "143"))
+# Training throughput assumed for time estimates until a job has measured it on this machine
+# (tokens/s; each job stores what it measured per base model and device, and later estimates
+# use that; about 150 on a 2-core CPU with the demo model, see docs/benchmarks.md).
+TRAINING_ESTIMATE_TOKENS_PER_SECOND = float(os.environ.get("TRAINING_ESTIMATE_TOKENS_PER_SECOND", "150"))
+# The recipe's defaults (training/recipe.py's TrainConfig; docs/retraining.md). A step is one
+# padding-free pack of at most TRAINING_TOKENS_PER_STEP tokens (bounds memory); a job makes
+# TRAINING_EPOCHS passes over the training tokens, within [TRAINING_MIN_STEPS,
+# TRAINING_STEP_BUDGET] steps, and stops early after TRAINING_EARLY_STOPPING_PATIENCE
+# evaluations (TRAINING_EVALS_PER_EPOCH an epoch) without a better held-out loss.
+TRAINING_TOKENS_PER_STEP = int(os.environ.get("TRAINING_TOKENS_PER_STEP", "1024"))
+TRAINING_EPOCHS = float(os.environ.get("TRAINING_EPOCHS", "3"))
+TRAINING_MIN_STEPS = int(os.environ.get("TRAINING_MIN_STEPS", "20"))
+TRAINING_STEP_BUDGET = int(os.environ.get("TRAINING_STEP_BUDGET", "2000"))
+TRAINING_EVALS_PER_EPOCH = int(os.environ.get("TRAINING_EVALS_PER_EPOCH", "2"))
+TRAINING_EARLY_STOPPING_PATIENCE = int(os.environ.get("TRAINING_EARLY_STOPPING_PATIENCE", "2"))
+TRAINING_LORA_RANK = int(os.environ.get("TRAINING_LORA_RANK", "16"))
+TRAINING_LEARNING_RATE = float(os.environ.get("TRAINING_LEARNING_RATE", "2e-4"))
+# Memory: a job whose estimated peak exceeds what the machine has free (or this limit, in MB)
+# is refused before it starts; with a limit set, a training process that grows past it is
+# stopped and reported as out of memory (0: no limit beyond the machine's own).
+TRAINING_MEMORY_LIMIT_MB = int(os.environ.get("TRAINING_MEMORY_LIMIT_MB", "0"))
 
 # Retraining (training/): where jobs keep their checkpoints and adapters; the evaluation gate
 # (a candidate is promoted automatically when its held-out loss is lower than the adapter in
 # service's, or the base model's for a first adapter, by this relative margin); the schedule.
 TRAINING_JOBS_DIR = Path(os.environ.get("TRAINING_JOBS_DIR", VAR_DIR / "training"))
 TRAINING_GATE_MARGIN = float(os.environ.get("TRAINING_GATE_MARGIN", "0.02"))
+# ... and when, besides, the candidate answered up to TRAINING_GATE_SAMPLES held-out questions
+# through vLLM with no failed or empty reply, and its replies' chrF against the teachers' is at
+# least the current tutor's plus this many points (0-100 scale).
+TRAINING_GATE_SAMPLES = int(os.environ.get("TRAINING_GATE_SAMPLES", "20"))
+TRAINING_GATE_CHRF_MARGIN = float(os.environ.get("TRAINING_GATE_CHRF_MARGIN", "0"))
 TRAINING_AUTO_PROMOTE = env_bool("TRAINING_AUTO_PROMOTE", True)
 TRAINING_RETRAIN_MIN_NEW_EXAMPLES = int(os.environ.get("TRAINING_RETRAIN_MIN_NEW_EXAMPLES", "50"))
 # A worker holds its job for this long past its last heartbeat (every third of it); after that a

@@ -24,14 +24,15 @@ def wait_for(job: TrainingJob, states: set[str], timeout: float = 600) -> Traini
     raise AssertionError(f"job stayed {job.state}: {job.log_tail[-1500:]} {job.error}")
 
 
-def corrected_course(platform, tool) -> tuple:
-    """A course whose teacher approved 40 corrected replies (arithmetic, easy to learn)."""
+def corrected_course(platform, tool, *, exchanges: int = 40, long_question: str | None = None) -> tuple:
+    """A course whose teacher approved `exchanges` corrected replies (arithmetic, easy to learn);
+    with `long_question`, one more exchange asks it (and is approved too)."""
     launch = platform.launch(requests.Session(), tool, user="teacher")
     assert launch.status_code == 200
     teacher = member("devlms-teacher-1", role=Role.TEACHER, context="course-42", issuer=platform.issuer)
     training_consent_set(course=teacher.course, actor=teacher, allowed=True)
     rng = random.Random(1)
-    for index in range(40):
+    for index in range(exchanges):
         a, b = rng.randint(10, 49), rng.randint(10, 49)
         conversation = conversation_for(member(f"s{index}", context="course-42", issuer=platform.issuer))
         _, reply = exchange(conversation, f"What is {a} plus {b}?", "I am not sure.")
@@ -39,6 +40,15 @@ def corrected_course(platform, tool) -> tuple:
             reviewer=teacher,
             message_id=reply.id,
             correction=f"Add the tens, then the ones: {a} + {b} = {a + b}.",
+            decision=ReviewDecision.APPROVED,
+        )
+    if long_question is not None:
+        conversation = conversation_for(member("s-long", context="course-42", issuer=platform.issuer))
+        _, reply = exchange(conversation, long_question, "Let me look.")
+        reply_review_update(
+            reviewer=teacher,
+            message_id=reply.id,
+            correction="Thank you for the data: the mean is what we compute first.",
             decision=ReviewDecision.APPROVED,
         )
     return teacher, launch

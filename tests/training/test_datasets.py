@@ -10,7 +10,7 @@ from django.core.management import call_command
 from django.core.management.base import CommandError
 
 from tests.support.chat import conversation_for, exchange, member
-from training.datasets import TrainingNotAllowed, dataset_export
+from training.datasets import TrainingNotAllowed, dataset_export, report_lines
 from training.models import DatasetExample, DatasetExport
 from tutor.models import ReviewDecision, Role, TutorSettings
 from tutor.review import reply_review_update
@@ -114,21 +114,35 @@ def test_duplicates_are_dropped_and_the_split_keeps_conversations_whole(course_s
     )
 
 
-def test_validation_drops_examples_longer_than_the_limit_and_reports_why(course_setup, tmp_path, settings):
+def test_validation_shortens_a_long_question_drops_a_reply_too_long_and_reports_both(course_setup, tmp_path, settings):
     teacher = course_setup
-    for index, size in enumerate((5, 250)):
-        question = "Tell me about cells: " + " ".join(f"cell-fact-{i}" for i in range(size))
-        _, reply = exchange(conversation_for(member(f"s{index}")), question, "Cells are units.")
-        approve(teacher, reply)
+    long_question = "Tell me about cells: " + " ".join(f"cell-fact-{i}" for i in range(250))
+    cases = [
+        ("short", "Tell me about cells.", "Cells are units."),
+        ("long-question", long_question, "Cells are the units of life."),
+        ("long-reply", "And tissues?", "Tissues: " + " ".join(f"tissue-fact-{i}" for i in range(250))),
+    ]
+    for name, question, answer in cases:
+        _, reply = exchange(conversation_for(member(name)), question, "Let me see.")
+        approve(teacher, reply, correction=answer)
     settings.TRAINING_MAX_SEQ_TOKENS = 600
 
     export = dataset_export(course=teacher.course, out=tmp_path / "d.jsonl", eval_fraction=0)
-    assert export.report["dropped"] == {"too_long": 1}
-    assert export.report["kept"]["train"] == 1
+    assert export.report["dropped"] == {"too_long": 1}  # the trained reply alone exceeds the limit
+    assert export.report["shortened"] == {"student_message_shortened": 1}
+    assert export.report["kept"]["train"] == 2
     assert export.report["tokens"]["max"] <= 600
-    assert export.report["estimate"]["epochs"] == 10 and export.report["estimate"]["seconds"] > 0
+    shortened = next(row for row in lines(tmp_path / "d.jsonl") if "cell-fact-0 " in row["messages"][1]["content"])
+    question = shortened["messages"][1]["content"]
+    assert "[…]" in question and question.endswith("cell-fact-249") and len(question) < len(long_question)
+    assert shortened["messages"][2]["content"] == "Cells are the units of life."  # never cut
+    estimate = export.report["estimate"]
+    assert estimate["steps"] >= settings.TRAINING_MIN_STEPS and estimate["seconds"] > 0
     report_file = json.loads((tmp_path / "d.report.json").read_text())
     assert report_file["export_id"] == export.id and report_file["dropped"] == {"too_long": 1}
+    words = "\n".join(report_lines(export.report))
+    assert "shortened to fit 600 tokens (student message shortened): 1" in words
+    assert "the trained reply alone exceeds 600 tokens): 1" in words and "estimated time:" in words
 
 
 def test_command_takes_the_lms_context_id_and_prints_the_report(course_setup, tmp_path, capsys):
@@ -138,7 +152,7 @@ def test_command_takes_the_lms_context_id_and_prints_the_report(course_setup, tm
 
     call_command("export_dataset", "--course", "course-1", "--out", str(tmp_path / "x.jsonl"), "--eval-fraction", "0")
     out = capsys.readouterr().out
-    assert "kept: 1 training, 0 held-out examples" in out and "estimated training time" in out
+    assert "kept: 1 training, 0 held-out examples" in out and "estimated time:" in out
     assert DatasetExport.objects.get().train_path == str(tmp_path / "x.jsonl")
     assert "genetic instructions" in (tmp_path / "x.jsonl").read_text()
 
