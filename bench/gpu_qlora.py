@@ -180,7 +180,7 @@ def main() -> None:
                     output_dir=str(work / f"adapter-{label}"),
                     chat_template=str(TEMPLATE_DIR / "chatml.jinja"),
                     max_steps=args.steps,
-                    batch_size=8,
+                    tokens_per_step=2048,
                     quantize_experts=quantize_experts,
                 ),
                 on_log=logged.append,

@@ -63,7 +63,7 @@ def throughput(model_dir: str, rows: list[dict], steps: int, ours: bool, work: P
     from trl import SFTConfig, SFTTrainer
 
     from serving.chat_templates import chat_template_path
-    from training.recipe import ATTENTION, _longest_example
+    from training.recipe import ATTENTION, example_lengths
 
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     tokenizer.chat_template = chat_template_path(Path(model_dir)).read_text()
@@ -72,7 +72,7 @@ def throughput(model_dir: str, rows: list[dict], steps: int, ours: bool, work: P
         if ours
         else [{"messages": [{k: v for k, v in m.items() if k != "weight"} for m in r["messages"]]} for r in rows]
     )
-    max_length = 64 * -(-_longest_example(tokenizer, rows) // 64)
+    max_length = 64 * -(-max(example_lengths(tokenizer, rows)) // 64)
     args = SFTConfig(
         output_dir=str(work),
         max_steps=steps,
@@ -134,7 +134,7 @@ def promotion_latency(model_dir: str, rows: list[dict], work: Path, rounds: int,
             train_file=str(data),
             output_dir=str(work / "adapter-1"),
             max_steps=1,
-            batch_size=4,
+            tokens_per_step=256,
             rank=16,
             alpha=32,
         )

@@ -67,7 +67,14 @@ def throughput_latest(*, base_model: str) -> ThroughputProfile | None:
     return ThroughputProfile.objects.filter(base_model=base_model).order_by("-updated_at").first()
 
 
-def training_estimate(*, base_model: str, lengths: list[int], eval_tokens: int, overrides: dict | None = None) -> dict:
+# Until a first job has measured them: loading before the first step, and one vLLM reply.
+SETUP_SECONDS_ASSUMED = 60.0
+REPLY_SECONDS_ASSUMED = 2.0
+
+
+def training_estimate(
+    *, base_model: str, lengths: list[int], eval_tokens: int, eval_examples: int = 0, overrides: dict | None = None
+) -> dict:
     """Steps, evaluations and seconds a job on this data will take with the deployment's settings
     (an upper bound: early stopping can end it sooner)."""
     config = train_config(base_model=base_model, train_file="", output_dir="", overrides=overrides)
@@ -80,8 +87,12 @@ def training_estimate(*, base_model: str, lengths: list[int], eval_tokens: int, 
     evaluations = schedule.steps // schedule.eval_every if schedule.eval_every else 0
     training = schedule.steps * tokens_a_step / rate
     evaluating = evaluations * eval_tokens / eval_rate
-    setup = profile.setup_seconds if profile else 30.0
-    after = profile.evaluation_seconds if profile else 0.0
+    setup = profile.setup_seconds if profile else SETUP_SECONDS_ASSUMED
+    if profile and profile.evaluation_seconds:
+        after = profile.evaluation_seconds
+    else:  # the gate: held-out loss of base, adapter in service and candidate; two models' replies
+        replies = 2 * min(eval_examples, settings.TRAINING_GATE_SAMPLES)
+        after = 3 * eval_tokens / eval_rate + replies * REPLY_SECONDS_ASSUMED
     return {
         "steps": schedule.steps,
         "tokens_per_step": schedule.tokens_per_step,

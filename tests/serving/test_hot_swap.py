@@ -38,7 +38,7 @@ def test_promotions_under_load_drop_nothing(
             train_file=str(train),
             output_dir=str(tmp_path / "a1"),
             max_steps=1,
-            batch_size=4,
+            tokens_per_step=256,
             rank=4,
             alpha=8,
         )

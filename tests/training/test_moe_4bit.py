@@ -82,7 +82,7 @@ def test_qlora_trains_attention_lora_through_4bit_experts(mixtral, tmp_path):
             output_dir=str(tmp_path / "adapter"),
             chat_template=str(TEMPLATE_DIR / "chatml.jinja"),
             max_steps=2,
-            batch_size=4,
+            tokens_per_step=256,
             learning_rate=1e-2,
             quantize_4bit=True,
         )

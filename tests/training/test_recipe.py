@@ -35,7 +35,7 @@ def test_tiny_mixtral_trains_lora_with_the_router_loss_in_the_objective(tmp_path
             output_dir=str(tmp_path / "adapter"),
             chat_template=str(CHATML),
             max_steps=2,
-            batch_size=4,
+            tokens_per_step=256,
             lora_experts=lora_experts,
         ),
         on_log=logs.append,
@@ -64,7 +64,7 @@ def test_a_stopped_run_leaves_no_adapter_and_the_next_run_resumes(tmp_path, demo
         eval_file=str(held_out),
         output_dir=str(tmp_path / "adapter"),
         max_steps=4,
-        batch_size=4,
+        tokens_per_step=256,
         save_steps=2,
         rank=4,
         alpha=8,
@@ -102,7 +102,7 @@ def test_the_same_seed_gives_the_same_adapter(tmp_path, demo_model):
                 output_dir=str(tmp_path / name),
                 chat_template=str(CHATML),
                 max_steps=2,
-                batch_size=4,
+                tokens_per_step=256,
                 seed=7,
             )
         )
