@@ -3,15 +3,27 @@
 One training job's training and evaluation, in a fresh process of its own (started by the
 Celery task with subprocess, never forked), so its memory (GPU memory included) is returned
 when it exits. Exit status: 0 done, 3 stopped (cancelled, or its worker died: the last
-checkpoint is kept and the next attempt resumes from it), anything else failed.
+checkpoint is kept and the next attempt resumes from it), anything else failed. A failure the
+child can explain (not enough memory for the job, memory exhausted mid-run, a bad setting) is
+written in plain words to FAILURE_FILE in the job's folder, which the worker reports.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import sys
+import time
 from pathlib import Path
+
+FAILURE_FILE = "failure.json"
+OUT_OF_MEMORY = "out_of_memory"
+
+
+def failure_write(work: Path, *, kind: str, message: str) -> None:
+    work.mkdir(parents=True, exist_ok=True)
+    (work / FAILURE_FILE).write_text(json.dumps({"kind": kind, "message": message}))
 
 
 def main(job_id: int) -> int:
@@ -27,28 +39,38 @@ def main(job_id: int) -> int:
     from serving.chat_templates import chat_template_path
     from serving.model_server import base_model_dir
     from serving.models import AdapterVersion
-    from training.evaluate import heldout_losses, sample_replies
-    from training.jobs import State, job_progress, job_transition
-    from training.models import TrainingJob
-    from training.recipe import TrainConfig, TrainingStopped, run
+    from training.config import train_config
+    from training.estimates import device_label, throughput_record
+    from training.evaluate import gate_replies, heldout_losses
+    from training.jobs import State, job_phase, job_progress, job_transition
+    from training.models import ThroughputProfile, TrainingJob
+    from training.recipe import NotEnoughMemory, TrainingStopped, run
 
     job = TrainingJob.objects.select_related("dataset", "adapter").get(pk=job_id)
     parent = os.getppid()
     work = Path(job.work_dir)
+    (work / FAILURE_FILE).unlink(missing_ok=True)
     base = str(base_model_dir())
-    config = TrainConfig(
-        base_model=base,
-        train_file=job.dataset.train_path,
-        eval_file=job.dataset.eval_path or None,
-        # One folder per attempt: a registered adapter's files are never overwritten by a later one.
-        output_dir=str(work / f"adapter-{job.attempts}"),
-        work_dir=str(work / "checkpoints"),
-        **job.overrides,
-    )
+    try:
+        config = train_config(
+            base_model=base,
+            train_file=job.dataset.train_path,
+            eval_file=job.dataset.eval_path or None,
+            # One folder per attempt: a registered adapter's files are never overwritten by a later one.
+            output_dir=str(work / f"adapter-{job.attempts}"),
+            work_dir=str(work / "checkpoints"),
+            overrides=job.overrides,
+        )
+    except TypeError as exc:
+        failure_write(work, kind="bad_setting", message=f"This job's settings are not valid: {exc}.")
+        return 2
     stop = {"now": False}
 
     def on_log(line: dict) -> None:
         stop["now"] = job_progress(job_id=job_id, line=line) or stop["now"]
+
+    def on_phase(phase: str) -> None:
+        job_phase(job_id=job_id, phase=phase)
 
     def orphaned() -> bool:
         return os.getppid() != parent  # the worker died; a resumed attempt takes over
@@ -59,9 +81,36 @@ def main(job_id: int) -> int:
     adapter = registered_adapter(job)
     if adapter is None:
         try:
-            result = run(config, on_log=on_log, should_stop=should_stop)
+            result = run(config, on_log=on_log, should_stop=should_stop, on_phase=on_phase)
         except TrainingStopped:
             return 3
+        except NotEnoughMemory as exc:
+            failure_write(work, kind=OUT_OF_MEMORY, message=f"Not started: {exc}")
+            return 2
+        except (MemoryError, RuntimeError) as exc:  # an allocation refused (a limit on the process)
+            if (
+                not isinstance(exc, MemoryError)
+                and "allocate memory" not in str(exc)
+                and "out of memory" not in str(exc)
+            ):
+                raise
+            failure_write(
+                work,
+                kind=OUT_OF_MEMORY,
+                message=f"Out of memory: an allocation was refused during training ({str(exc)[:200]}). "
+                "Lower TRAINING_TOKENS_PER_STEP or give the worker more memory.",
+            )
+            return 2
+        profile = None
+        if result.tokens_per_second:
+            profile = throughput_record(
+                base_model=base,
+                device=device_label(),
+                tokens_per_second=result.tokens_per_second,
+                eval_tokens_per_second=result.eval_tokens_per_second,
+                setup_seconds=max(result.seconds - (result.train_seconds or 0), 0),
+                evaluation_seconds=0,
+            )
         # Registered and recorded on the job in one transaction: a worker that dies from here on
         # leaves a job that resumes at the evaluation, and one that fails rejects this candidate.
         with transaction.atomic():
@@ -72,6 +121,7 @@ def main(job_id: int) -> int:
             job_transition(job_id=job_id, to=State.EVALUATING, from_states=(State.TRAINING,), message="trained")
         shutil.rmtree(work / "checkpoints", ignore_errors=True)  # the adapter is complete; resuming is moot
     else:
+        profile = None
         job_transition(
             job_id=job_id,
             to=State.EVALUATING,
@@ -79,6 +129,7 @@ def main(job_id: int) -> int:
             message=f"{adapter.name} was trained before the worker stopped; evaluating it",
         )
         shutil.rmtree(work / "checkpoints", ignore_errors=True)
+    evaluating_since = time.monotonic()
     train_metrics = {
         k: v for k, v in adapter.metrics.items() if not k.endswith("_loss") or k in ("train_loss", "eval_loss")
     }
@@ -88,6 +139,7 @@ def main(job_id: int) -> int:
         candidates = {"base_loss": None, "candidate_loss": adapter.path}
         if active:
             candidates["active_loss"] = active.path
+        on_phase("evaluating: held-out loss of the base model, the adapter in service and the new one")
         evaluation.update(
             heldout_losses(
                 base_model=base,
@@ -98,22 +150,27 @@ def main(job_id: int) -> int:
         )
         if orphaned():  # a resumed attempt evaluates it again; do not hold a model beside it
             return 3
+        # The held-out questions answered the way students would be answered: through vLLM, by the
+        # candidate and by what serves the course now; a failure here is a result that blocks the gate.
+        from django.conf import settings
+
+        on_phase("evaluating: the held-out questions answered through the model server")
         try:
             adapter_load(adapter)
-            current = active_adapter_name(course_id=job.course_id) or "base"
-            from django.conf import settings
-
-            evaluation["samples"] = sample_replies(
-                eval_file=config.eval_file,
-                models={
-                    "candidate": adapter.name,
-                    "current": current if current != "base" else settings.MODEL_SERVED_NAME,
-                },
+            current = active_adapter_name(course_id=job.course_id) or settings.MODEL_SERVED_NAME
+            evaluation.update(
+                gate_replies(
+                    eval_file=config.eval_file,
+                    models={"candidate": adapter.name, "current": current},
+                    limit=settings.TRAINING_GATE_SAMPLES,
+                )
             )
-        except Exception as exc:  # the replies are for people; the gate does not need them
+        except Exception as exc:  # the adapter could not be loaded, say: recorded, and the gate says no
             evaluation["samples_error"] = str(exc)[:300]
     if orphaned():
         return 3
+    if profile is not None:  # what the gate's evaluation took, for the next estimate
+        ThroughputProfile.objects.filter(pk=profile.pk).update(evaluation_seconds=time.monotonic() - evaluating_since)
     AdapterVersion.objects.filter(pk=adapter.pk).update(
         metrics={**train_metrics, **{k: v for k, v in evaluation.items() if k.endswith("_loss")}}
     )

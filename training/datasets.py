@@ -416,6 +416,7 @@ def dataset_export(
         base_model=str(model_dir),
         lengths=[c.tokens for c in train],
         eval_tokens=sum(c.tokens for c in held_out),
+        eval_examples=len(held_out),
     )
 
     if out is None:

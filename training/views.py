@@ -13,7 +13,7 @@ from django.shortcuts import render
 from django.urls import reverse
 from django.views.decorators.http import require_GET, require_POST
 
-from serving.adapters import AdapterError, adapter_rollback
+from serving.adapters import AdapterError, adapter_rollback, adapter_rollback_target
 from serving.models import AdapterVersion
 from training.datasets import dataset_export, sibling_paths
 from training.jobs import adapter_holds_erased_data, job_cancel, job_decide, training_job_start
@@ -66,6 +66,44 @@ def _loss_chart(points: list[tuple[int, float | None, float | None]], width: int
     return {"width": width, "height": height, "train": line(0), "eval": line(1), "top": round(top, 3)}
 
 
+def _gate_table(evaluation: dict) -> dict:
+    """The gate's numbers side by side (base model, adapter in service, new adapter), its verdict
+    and reasons. The current tutor's reply scores sit under whichever of the first two serves now."""
+    if not any(key in evaluation for key in ("candidate_loss", "replies", "samples_error")):
+        return {}
+    replies = evaluation.get("replies") or {}
+    current, candidate = replies.get("current") or {}, replies.get("candidate") or {}
+    in_service = evaluation.get("active_loss") is not None
+
+    def row(label: str, key: str) -> tuple[str, list]:
+        value = current.get(key)
+        return label, [None, value, candidate.get(key)] if in_service else [value, None, candidate.get(key)]
+
+    rows = [
+        (
+            "Held-out loss (lower is better)",
+            [evaluation.get("base_loss"), evaluation.get("active_loss"), evaluation.get("candidate_loss")],
+        )
+    ]
+    if replies:
+        rows += [
+            row("chrF against the teachers' replies (higher is better)", "chrf"),
+            row("Sample replies that failed", "failed"),
+            row("Sample replies that were empty", "empty"),
+        ]
+    return {
+        "rows": rows,
+        "verdict": evaluation.get("gate"),
+        "samples_error": evaluation.get("samples_error", ""),
+        "count": candidate.get("samples"),
+        "metric": candidate.get("metric", ""),
+        "errors": [
+            *(f"new adapter: {e}" for e in candidate.get("errors", [])),
+            *(f"current tutor: {e}" for e in current.get("errors", [])),
+        ],
+    }
+
+
 @require_GET
 def review_training(request: HttpRequest, course_id: int) -> HttpResponse:
     """Retraining for administrators: jobs with live progress and loss curves, the gate's
@@ -87,10 +125,14 @@ def review_training(request: HttpRequest, course_id: int) -> HttpResponse:
             "latest": latest,
             "active": latest is not None and latest.state in TrainingJob.ACTIVE_STATES,
             "chart": chart,
+            "gate": _gate_table(latest.evaluation or {}) if latest else {},
             "adapters": [
                 (adapter, adapter_holds_erased_data(adapter=adapter))
                 for adapter in AdapterVersion.objects.filter(course_id=course_id)
             ],
+            # Roll back: offered whenever an adapter serves, its first included (the base model then serves).
+            "serving": AdapterVersion.objects.filter(course_id=course_id, status=AdapterVersion.Status.ACTIVE).first(),
+            "rollback_to": adapter_rollback_target(course_id=course_id),
             "notice": request.GET.get("notice", ""),
         },
     )
@@ -114,8 +156,9 @@ def review_training_action(request: HttpRequest, course_id: int) -> HttpResponse
             job = job_decide(job_id=job_id, promote=action == "promote")
             notice = f"Job {job_id}: {job.get_state_display()}."
         elif action == "rollback":
-            adapter = adapter_rollback(course_id=course_id)
-            notice = f"Rolled back: {adapter.name} serves the course."
+            seen = request.POST.get("adapter", "")  # the version the page showed serving
+            serving = adapter_rollback(course_id=course_id, active_id=int(seen) if seen.isdigit() else None)
+            notice = f"Rolled back: {serving.name if serving else 'the base model'} serves the course now."
         else:
             raise NotFound("No such action or job.")
     except DomainError as exc:

@@ -26,7 +26,7 @@ LEASE = "12"
 def test_killed_worker_leaves_a_resumable_job_and_no_partial_adapter(chat_tool, platform, vllm_url, settings):
     teacher, _ = corrected_course(platform, chat_tool)
     env = {"VLLM_BASE_URL": vllm_url, "TRAINING_LEASE_SECONDS": LEASE}
-    overrides = {"max_steps": 12, "batch_size": 4, "save_steps": 3, "rank": 4, "alpha": 8}
+    overrides = {"max_steps": 12, "tokens_per_step": 256, "save_steps": 3, "rank": 4, "alpha": 8}
     with celery_worker(
         database_url=database_url_for_tests(), broker_url=settings.CELERY_BROKER_URL, queues="gpu", extra_env=env
     ) as (_, worker):
@@ -65,7 +65,7 @@ def test_worker_killed_after_training_resumes_at_the_evaluation_of_the_same_adap
 ):
     teacher, _ = corrected_course(platform, chat_tool)
     env = {"VLLM_BASE_URL": vllm_url, "TRAINING_LEASE_SECONDS": LEASE}
-    overrides = {"max_steps": 4, "batch_size": 4, "rank": 4, "alpha": 8}
+    overrides = {"max_steps": 4, "tokens_per_step": 256, "rank": 4, "alpha": 8}
     with celery_worker(
         database_url=database_url_for_tests(), broker_url=settings.CELERY_BROKER_URL, queues="gpu", extra_env=env
     ) as (_, worker):
@@ -95,16 +95,32 @@ def test_worker_killed_after_training_resumes_at_the_evaluation_of_the_same_adap
 
 
 def test_a_promotion_that_fails_leaves_the_adapter_for_an_admin_not_rejected(chat_tool, platform, vllm_url, settings):
-    from tests.support.servers import free_port
+    from django.db import connection
+
+    from tests.support.proxy import model_server_proxy
     from training.jobs import job_decide
 
     teacher, _ = corrected_course(platform, chat_tool)
-    # The worker's model server is down (a port nobody listens on) and its gate always passes.
-    env = {"VLLM_BASE_URL": f"http://127.0.0.1:{free_port()}", "TRAINING_GATE_MARGIN": "-1"}
-    with celery_worker(
-        database_url=database_url_for_tests(), broker_url=settings.CELERY_BROKER_URL, queues="gpu", extra_env=env
+
+    def evaluated() -> bool:  # the child has recorded its evaluation: what follows is the promotion
+        try:
+            return TrainingJob.objects.filter(course=teacher.course, evaluation__has_key="replies").exists()
+        finally:
+            connection.close()
+
+    # The worker's model server answers the evaluation, then goes down before the promotion; its
+    # gate always passes.
+    env = {"TRAINING_GATE_MARGIN": "-1", "TRAINING_GATE_CHRF_MARGIN": "-100"}
+    with (
+        model_server_proxy(upstream=vllm_url, down=evaluated) as proxy,
+        celery_worker(
+            database_url=database_url_for_tests(),
+            broker_url=settings.CELERY_BROKER_URL,
+            queues="gpu",
+            extra_env={**env, "VLLM_BASE_URL": proxy},
+        ),
     ):
-        job = training_job_start(course=teacher.course, overrides={"max_steps": 2, "batch_size": 4, "rank": 4})
+        job = training_job_start(course=teacher.course, overrides={"max_steps": 2, "tokens_per_step": 256, "rank": 4})
         job = wait_for(job, {"promoted", "ready", "failed"})
     assert job.state == "ready", (job.state, job.error)
     assert "gate passed, but promoting failed" in job.events.last().message

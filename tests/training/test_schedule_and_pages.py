@@ -1,4 +1,4 @@
-"""The gate's rule, the retraining schedule, cancelling, and the administrators' training page."""
+"""The retraining schedule, cancelling, and the administrators' training page (the gate: test_gate.py)."""
 
 from __future__ import annotations
 
@@ -10,20 +10,12 @@ from django.utils import timezone
 
 from serving.models import AdapterVersion
 from tests.support.chat import conversation_for, exchange, member
-from training.jobs import gate_passes, job_cancel, job_claim, job_fail
+from training.jobs import job_cancel, job_claim, job_fail
 from training.models import DatasetExport, JobMetric, TrainingJob
 from training.schedule import courses_due_for_retraining
 from tutor.models import Course, ReviewDecision, Role
 from tutor.review import reply_review_update
 from tutor.services import training_consent_set
-
-
-def test_the_gate_wants_a_margin_over_the_adapter_in_service_or_else_the_base(settings):
-    settings.TRAINING_GATE_MARGIN = 0.02
-    assert gate_passes({"candidate_loss": 0.9, "base_loss": 2.0})
-    assert not gate_passes({"candidate_loss": 0.99, "active_loss": 1.0, "base_loss": 2.0})  # under the margin
-    assert gate_passes({"candidate_loss": 0.97, "active_loss": 1.0, "base_loss": 2.0})
-    assert not gate_passes({"base_loss": 2.0})  # nothing measured: an admin decides
 
 
 @pytest.mark.django_db
