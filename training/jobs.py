@@ -485,13 +485,30 @@ class ChildExit:
     killed_for_memory: bool  # stopped here for passing TRAINING_MEMORY_LIMIT_MB
 
 
+# jemalloc, where the system has it (Debian and Ubuntu: the libjemalloc2 package).
+JEMALLOC_PATHS = (
+    "/usr/lib/x86_64-linux-gnu/libjemalloc.so.2",
+    "/usr/lib/aarch64-linux-gnu/libjemalloc.so.2",
+    "/usr/lib64/libjemalloc.so.2",
+    "/usr/lib/libjemalloc.so.2",
+)
+
+
 def child_environment() -> dict:
-    """The worker's environment, with glibc's malloc told to hand every block of 64 KiB or more
-    straight back to the system when freed. Its default threshold grows with the blocks it has
-    seen, so PyTorch's short-lived CPU tensors end up in a heap that never shrinks: measured on
-    the demo model, 2.2 GiB resident while training against 1.3 GiB with this (docs/benchmarks.md)."""
+    """The worker's environment for the training process, with a memory allocator that returns
+    what PyTorch frees. glibc's malloc keeps the CPU tensors of each step in a heap that never
+    shrinks: on the demo model the process then holds about 1 GiB more than it uses. jemalloc
+    (preloaded when installed) returns it at almost no cost in speed; without it, glibc is told to
+    hand blocks of 64 KiB and more back at once, which bounds memory as well but costs about a
+    third of the training speed on a CPU (bench/memory.py, docs/benchmarks.md). TRAINING_MALLOC
+    chooses: `jemalloc`, `glibc` (that tuning), or `system` (change nothing)."""
     env = os.environ.copy()
-    env.setdefault("MALLOC_MMAP_THRESHOLD_", "65536")
+    choice = settings.TRAINING_MALLOC
+    jemalloc = next((path for path in JEMALLOC_PATHS if Path(path).exists()), None)
+    if choice in ("auto", "jemalloc") and jemalloc:
+        env["LD_PRELOAD"] = " ".join(filter(None, [jemalloc, env.get("LD_PRELOAD")]))
+    elif choice in ("auto", "glibc"):
+        env.setdefault("MALLOC_MMAP_THRESHOLD_", "65536")
     return env
 
 

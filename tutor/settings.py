@@ -258,8 +258,8 @@ TRAINING_ESTIMATE_TOKENS_PER_SECOND = float(os.environ.get("TRAINING_ESTIMATE_TO
 # TRAINING_EPOCHS passes over the training tokens, within [TRAINING_MIN_STEPS,
 # TRAINING_STEP_BUDGET] steps, and stops early after TRAINING_EARLY_STOPPING_PATIENCE
 # evaluations (TRAINING_EVALS_PER_EPOCH an epoch) without a better held-out loss.
-TRAINING_TOKENS_PER_STEP = int(os.environ.get("TRAINING_TOKENS_PER_STEP", "1024"))
-TRAINING_EPOCHS = float(os.environ.get("TRAINING_EPOCHS", "3"))
+TRAINING_TOKENS_PER_STEP = int(os.environ.get("TRAINING_TOKENS_PER_STEP", "512"))
+TRAINING_EPOCHS = float(os.environ.get("TRAINING_EPOCHS", "2"))
 TRAINING_MIN_STEPS = int(os.environ.get("TRAINING_MIN_STEPS", "20"))
 TRAINING_STEP_BUDGET = int(os.environ.get("TRAINING_STEP_BUDGET", "2000"))
 TRAINING_EVALS_PER_EPOCH = int(os.environ.get("TRAINING_EVALS_PER_EPOCH", "2"))
@@ -270,6 +270,9 @@ TRAINING_LEARNING_RATE = float(os.environ.get("TRAINING_LEARNING_RATE", "2e-4"))
 # is refused before it starts; with a limit set, a training process that grows past it is
 # stopped and reported as out of memory (0: no limit beyond the machine's own).
 TRAINING_MEMORY_LIMIT_MB = int(os.environ.get("TRAINING_MEMORY_LIMIT_MB", "0"))
+# The training process's memory allocator: `auto` preloads jemalloc where installed (Debian:
+# libjemalloc2), else tunes glibc to return freed memory; `jemalloc`, `glibc`, or `system`.
+TRAINING_MALLOC = os.environ.get("TRAINING_MALLOC", "auto")
 
 # Retraining (training/): where jobs keep their checkpoints and adapters; the evaluation gate
 # (a candidate is promoted automatically when its held-out loss is lower than the adapter in

@@ -14,19 +14,19 @@ def config(**fields) -> TrainConfig:
     return TrainConfig(base_model="m", train_file="t", output_dir="o", **fields)
 
 
-def test_a_class_sized_course_gets_three_passes_of_full_packs():
+def test_a_class_sized_course_gets_two_passes_of_full_packs():
     schedule = schedule_for(config(), lengths=[165] * 180, held_out=True)  # 29,700 tokens
-    assert schedule.tokens_per_step == 1024
-    assert schedule.steps == 88  # ceil(3 x 29,700 / 1,024)
-    assert schedule.epochs == pytest.approx(3.0, abs=0.1)
-    assert schedule.eval_every == 15  # two evaluations an epoch of 29 packs
+    assert schedule.tokens_per_step == 512
+    assert schedule.steps == 117  # ceil(2 x 29,700 / 512)
+    assert schedule.epochs == pytest.approx(2.0, abs=0.1)
+    assert schedule.eval_every == 30  # two evaluations an epoch of 59 packs
 
 
 def test_a_small_course_gets_smaller_packs_not_more_passes():
     schedule = schedule_for(config(), lengths=[60] * 40, held_out=True)  # 2,400 tokens
     assert schedule.steps == 20  # the minimum
-    assert schedule.tokens_per_step == 360  # ceil(3 x 2,400 / 20), never below the longest example
-    assert schedule.epochs < 4
+    assert schedule.tokens_per_step == 240  # ceil(2 x 2,400 / 20), never below the longest example
+    assert schedule.epochs < 3
 
 
 def test_a_large_course_stops_at_the_step_budget_and_a_long_example_widens_its_pack():
