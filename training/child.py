@@ -27,6 +27,7 @@ def failure_write(work: Path, *, kind: str, message: str) -> None:
 
 
 def main(job_id: int) -> int:
+    started = time.monotonic()  # the setup an estimate must count starts here, imports included
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "tutor.settings")
     import django
 
@@ -108,7 +109,7 @@ def main(job_id: int) -> int:
                 device=device_label(),
                 tokens_per_second=result.tokens_per_second,
                 eval_tokens_per_second=result.eval_tokens_per_second,
-                setup_seconds=max(result.seconds - (result.train_seconds or 0), 0),
+                setup_seconds=max(time.monotonic() - started - (result.train_seconds or 0), 0),
                 evaluation_seconds=0,
             )
         # Registered and recorded on the job in one transaction: a worker that dies from here on

@@ -67,8 +67,10 @@ def throughput_latest(*, base_model: str) -> ThroughputProfile | None:
     return ThroughputProfile.objects.filter(base_model=base_model).order_by("-updated_at").first()
 
 
-# Until a first job has measured them: loading before the first step, and one vLLM reply.
-SETUP_SECONDS_ASSUMED = 60.0
+# Until a first job has measured them (figures of the demo model on 2 CPU cores): loading before
+# the first step, held-out evaluation against training throughput, and one vLLM reply.
+SETUP_SECONDS_ASSUMED = 30.0
+EVAL_SPEEDUP_ASSUMED = 3.5
 REPLY_SECONDS_ASSUMED = 2.0
 
 
@@ -81,7 +83,7 @@ def training_estimate(
     schedule = schedule_for(config, lengths=lengths, held_out=eval_tokens > 0)
     profile = throughput_latest(base_model=str(Path(base_model)))
     rate = profile.tokens_per_second if profile else settings.TRAINING_ESTIMATE_TOKENS_PER_SECOND
-    eval_rate = (profile.eval_tokens_per_second if profile else None) or 3 * rate
+    eval_rate = (profile.eval_tokens_per_second if profile else None) or EVAL_SPEEDUP_ASSUMED * rate
     packs_per_epoch = max(1, math.ceil(schedule.train_tokens / schedule.tokens_per_step))
     tokens_a_step = schedule.train_tokens / packs_per_epoch
     evaluations = schedule.steps // schedule.eval_every if schedule.eval_every else 0

@@ -97,6 +97,7 @@ def job_finish(*, job_id: int, to: str, from_states: tuple, message: str = "", *
         message=message,
         finished_at=timezone.now(),
         lease_until=None,
+        phase="",
         **fields,
     )
 
@@ -399,6 +400,7 @@ def job_run(*, job_id: int) -> str:
             evaluation={**evaluation, "gate": gate.as_dict()}
         )
         if settings.TRAINING_AUTO_PROMOTE and gate.passed:
+            job_phase(job_id=job.pk, phase="promoting: loading the adapter into the model server")
             try:
                 with lease_kept(job.pk):
                     adapter_promote(adapter=adapter)

@@ -1,7 +1,7 @@
 """LoRA fine-tuning recipe for a course's tutor: TRL's SFTTrainer with a PEFT LoRA.
 
     python -m training.recipe --base MODEL --train FILE.jsonl [--eval FILE.eval.jsonl] --out ADAPTER_DIR \
-        [--tokens-per-step 512] [--epochs 2] [--max-steps N] [--rank 16] [--set FIELD=VALUE ...]
+        [--tokens-per-step 512] [--epochs 1.5] [--max-steps N] [--rank 16] [--set FIELD=VALUE ...]
 
 One typed config (`TrainConfig`), one linear path: setup → train → checkpoint → cleanup.
 
@@ -16,7 +16,7 @@ One typed config (`TrainConfig`), one linear path: setup → train → checkpoin
   whole pack: on a CPU its tiles are set small here (`LOSS_TILE_*`), on CUDA it runs its Triton
   kernel on the trained positions only. `memory_estimate` predicts the peak before anything is
   loaded; `run` refuses a job that would not fit (`NotEnoughMemory`, with what to change).
-* Time follows the data: `epochs` passes over the training tokens (2), at least
+* Time follows the data: `epochs` passes over the training tokens (1.5), at least
   `min_steps` and at most `step_budget` optimizer steps, evaluated `evals_per_epoch` times an
   epoch on the held-out file, stopping early when the held-out loss stops improving
   (`early_stopping_patience`); the best checkpoint is the adapter.
@@ -76,7 +76,7 @@ class TrainConfig:
     lr_scheduler: str = "cosine"
     warmup_fraction: float = 0.1
     tokens_per_step: int = 512  # one optimizer step: a padding-free pack of at most this many tokens
-    epochs: float = 2.0  # passes over the training tokens...
+    epochs: float = 1.5  # passes over the training tokens...
     min_steps: int = 20  # ...but at least this many steps (small courses: smaller packs, not fewer steps)
     step_budget: int = 2000  # ...and at most this many (large courses)
     max_steps: int = -1  # > 0: exactly this many steps, no early stopping (tests, smoke runs)

@@ -251,15 +251,16 @@ TRAINING_EVAL_FRACTION = float(os.environ.get("TRAINING_EVAL_FRACTION", "0.1"))
 TRAINING_NEAR_DUPLICATE_THRESHOLD = float(os.environ.get("TRAINING_NEAR_DUPLICATE_THRESHOLD", "0.85"))
 # Training throughput assumed for time estimates until a job has measured it on this machine
 # (tokens/s; each job stores what it measured per base model and device, and later estimates
-# use that; about 150 on a 2-core CPU with the demo model, see docs/benchmarks.md).
-TRAINING_ESTIMATE_TOKENS_PER_SECOND = float(os.environ.get("TRAINING_ESTIMATE_TOKENS_PER_SECOND", "150"))
+# use that; the default is what the demo model trains at on this project's 2-core machine kind
+# with the model server beside it, docs/benchmarks.md).
+TRAINING_ESTIMATE_TOKENS_PER_SECOND = float(os.environ.get("TRAINING_ESTIMATE_TOKENS_PER_SECOND", "90"))
 # The recipe's defaults (training/recipe.py's TrainConfig; docs/retraining.md). A step is one
 # padding-free pack of at most TRAINING_TOKENS_PER_STEP tokens (bounds memory); a job makes
 # TRAINING_EPOCHS passes over the training tokens, within [TRAINING_MIN_STEPS,
 # TRAINING_STEP_BUDGET] steps, and stops early after TRAINING_EARLY_STOPPING_PATIENCE
 # evaluations (TRAINING_EVALS_PER_EPOCH an epoch) without a better held-out loss.
 TRAINING_TOKENS_PER_STEP = int(os.environ.get("TRAINING_TOKENS_PER_STEP", "512"))
-TRAINING_EPOCHS = float(os.environ.get("TRAINING_EPOCHS", "2"))
+TRAINING_EPOCHS = float(os.environ.get("TRAINING_EPOCHS", "1.5"))
 TRAINING_MIN_STEPS = int(os.environ.get("TRAINING_MIN_STEPS", "20"))
 TRAINING_STEP_BUDGET = int(os.environ.get("TRAINING_STEP_BUDGET", "2000"))
 TRAINING_EVALS_PER_EPOCH = int(os.environ.get("TRAINING_EVALS_PER_EPOCH", "2"))

@@ -14,19 +14,19 @@ def config(**fields) -> TrainConfig:
     return TrainConfig(base_model="m", train_file="t", output_dir="o", **fields)
 
 
-def test_a_class_sized_course_gets_two_passes_of_full_packs():
+def test_a_class_sized_course_gets_one_and_a_half_passes_of_full_packs():
     schedule = schedule_for(config(), lengths=[165] * 180, held_out=True)  # 29,700 tokens
     assert schedule.tokens_per_step == 512
-    assert schedule.steps == 117  # ceil(2 x 29,700 / 512)
-    assert schedule.epochs == pytest.approx(2.0, abs=0.1)
+    assert schedule.steps == 88  # ceil(1.5 x 29,700 / 512)
+    assert schedule.epochs == pytest.approx(1.5, abs=0.1)
     assert schedule.eval_every == 30  # two evaluations an epoch of 59 packs
 
 
 def test_a_small_course_gets_smaller_packs_not_more_passes():
     schedule = schedule_for(config(), lengths=[60] * 40, held_out=True)  # 2,400 tokens
     assert schedule.steps == 20  # the minimum
-    assert schedule.tokens_per_step == 240  # ceil(2 x 2,400 / 20), never below the longest example
-    assert schedule.epochs < 3
+    assert schedule.tokens_per_step == 180  # ceil(1.5 x 2,400 / 20), never below the longest example
+    assert schedule.epochs < 2
 
 
 def test_a_large_course_stops_at_the_step_budget_and_a_long_example_widens_its_pack():
