@@ -80,6 +80,7 @@ def child(kind: str, data: Path, steps: int, out: Path) -> None:
         seconds = time.perf_counter() - begun
     else:
         os.environ.setdefault("DJANGO_SETTINGS_MODULE", "tutor.settings")
+        os.environ.setdefault("DJANGO_DEBUG", "1")
         import django
 
         django.setup()
@@ -116,6 +117,7 @@ def main() -> None:
         child(args.child, args.data, args.steps, args.out)
         return
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "tutor.settings")
+    os.environ.setdefault("DJANGO_DEBUG", "1")
     os.environ.setdefault("TUTOR_VAR_DIR", tempfile.mkdtemp(prefix="bench-memory-var-"))
     os.environ.pop("DATABASE_URL", None)
     import django
