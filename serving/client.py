@@ -25,6 +25,17 @@ class ModelServerUnavailable(Exception):
 
 
 @dataclass(frozen=True)
+class PromptSize:
+    """A prompt measured in the served model's own tokens, against its context window."""
+
+    tokens: int
+    context_tokens: int
+
+    def fits(self, *, reply_tokens: int) -> bool:
+        return self.tokens + reply_tokens <= self.context_tokens
+
+
+@dataclass(frozen=True)
 class Reply:
     content: str
     finish_reason: str | None
@@ -128,6 +139,35 @@ async def chat_stream(*, model: str, messages: list[dict]) -> AsyncIterator[str]
                     yield chunk.choices[0].delta.content
     except openai.OpenAIError as exc:
         raise _unavailable(exc) from exc
+
+
+@cache
+def _http_client(base_url: str) -> httpx.Client:
+    return httpx.Client(base_url=base_url, timeout=_timeout())
+
+
+def prompt_size(*, messages: list[dict]) -> PromptSize:
+    """The chat prompt's length as the model server counts it: vLLM's `/tokenize` applies the served
+    model's own tokenizer and chat template, so the count is exact for any base model (a character
+    count is not: 4,000 emoji are over 4,000 tokens). Adapters share the base model's tokenizer."""
+    try:
+        response = _http_client(settings.VLLM_BASE_URL).post(
+            "/tokenize", json={"model": settings.MODEL_SERVED_NAME, "messages": messages}
+        )
+        response.raise_for_status()
+        body = response.json()
+        return PromptSize(tokens=int(body["count"]), context_tokens=int(body["max_model_len"]))
+    except httpx.TimeoutException as exc:
+        raise ModelServerUnavailable("The tutor took too long to answer. Your message is saved; try again.") from exc
+    except httpx.HTTPStatusError as exc:
+        raise ModelServerUnavailable(
+            f"The tutor's model server answered with an error ({exc.response.status_code}). "
+            "Your message is saved; try again."
+        ) from exc
+    except (httpx.HTTPError, KeyError, ValueError) as exc:
+        raise ModelServerUnavailable(
+            "The tutor's model server cannot be reached. Your message is saved; try again in a moment."
+        ) from exc
 
 
 def model_for_course(*, course_id: int) -> str:

@@ -20,7 +20,14 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
-from serving.client import ModelServerUnavailable, chat_complete, chat_stream, model_for_course
+from serving.client import (
+    ModelServerUnavailable,
+    PromptSize,
+    chat_complete,
+    chat_stream,
+    model_for_course,
+    prompt_size,
+)
 from tutor import guardrails
 from tutor.auth import Launched
 from tutor.errors import DomainError, Forbidden, NotFound
@@ -73,18 +80,20 @@ def system_prompt_get(*, conversation: Conversation) -> str:
     return system_prompt_for(tutor_settings_get(course_id=conversation.course_id), course=conversation.course)
 
 
-def prompt_messages(*, conversation: Conversation) -> list[dict]:
-    """System prompt + the recent history in user/assistant alternation.
-
-    Screened exchanges, failed replies and empty rows stay out of the model's context.
-    Consecutive student messages (after a failure) are joined into one turn.
-    """
-    rows = list(
+def _history_rows(*, conversation: Conversation) -> list[Message]:
+    """The recent messages the model sees, oldest first: screened exchanges, failed replies and
+    empty rows stay out of the model's context."""
+    return list(
         conversation.messages.exclude(status=MessageStatus.FAILED)
         .filter(guardrail="")
         .exclude(content="")
         .order_by("-id")[: settings.CHAT_HISTORY_MESSAGES]
     )[::-1]
+
+
+def _turns(rows: list[Message]) -> list[dict]:
+    """User/assistant alternation: consecutive student messages (after a failure) are joined into
+    one turn, and the history starts with a student turn."""
     turns: list[dict] = []
     for row in rows:
         if turns and turns[-1]["role"] == row.sender:
@@ -93,7 +102,59 @@ def prompt_messages(*, conversation: Conversation) -> list[dict]:
             turns.append({"role": row.sender, "content": row.content})
     while turns and turns[0]["role"] != Sender.STUDENT:
         turns.pop(0)
-    return [{"role": "system", "content": system_prompt_get(conversation=conversation)}, *turns]
+    return turns
+
+
+def prompt_messages(*, conversation: Conversation) -> list[dict]:
+    """System prompt + the recent history, before it is fitted to the model's context window."""
+    system = {"role": "system", "content": system_prompt_get(conversation=conversation)}
+    return [system, *_turns(_history_rows(conversation=conversation))]
+
+
+def prompt_fit(*, conversation: Conversation) -> list[dict]:
+    """The model's input for the next reply, within the served model's context window with room
+    for the reply: the oldest messages are dropped first, so no message (not even one stored
+    before lengths were counted in tokens) can break a conversation for good.
+
+    Raises ModelServerUnavailable when the model server cannot count, and PromptTooLong when the
+    newest student message alone does not fit."""
+    system = {"role": "system", "content": system_prompt_get(conversation=conversation)}
+    rows = _history_rows(conversation=conversation)
+    while True:
+        messages = [system, *_turns(rows)]
+        size = prompt_size(messages=messages)
+        if size.fits(reply_tokens=settings.MODEL_MAX_REPLY_TOKENS):
+            return messages
+        if len(rows) <= 1:
+            raise _too_long_for_model(size)
+        rows = rows[1:]
+
+
+def _too_long_for_model(size: PromptSize) -> MessageTooLong:
+    room = size.context_tokens - settings.MODEL_MAX_REPLY_TOKENS
+    return MessageTooLong(
+        f"Your message is too long for the tutor's model: with the tutor's instructions it comes to "
+        f"{size.tokens} tokens, and the model can read {room} while leaving room for its answer. "
+        "Emoji and some scripts count for several tokens each. Shorten it or split it in parts.",
+        tokens=size.tokens,
+        limit_tokens=room,
+    )
+
+
+def message_fits_model(*, conversation: Conversation, content: str) -> None:
+    """Refuses, before anything is stored, a message the served model cannot read with room for a
+    reply. A model server that cannot count now does not stop the message: it is stored, and the
+    reply (or its retry) measures the prompt again."""
+    messages = [
+        {"role": "system", "content": system_prompt_get(conversation=conversation)},
+        {"role": "user", "content": content},
+    ]
+    try:
+        size = prompt_size(messages=messages)
+    except ModelServerUnavailable:
+        return
+    if not size.fits(reply_tokens=settings.MODEL_MAX_REPLY_TOKENS):
+        raise _too_long_for_model(size)
 
 
 def unanswered_student_message(*, conversation: Conversation) -> Message | None:
@@ -126,10 +187,12 @@ class Posted:
     screened_reply: Message | None  # the safe reply, when a guardrail answered instead of the model
 
 
-@transaction.atomic
 def message_post(*, conversation: Conversation, content: str) -> Posted:
     """Stores the student's message (committed before any model call). A message that trips
-    an input guardrail is answered with the safe reply and flagged for the teachers."""
+    an input guardrail is answered with the safe reply and flagged for the teachers.
+
+    Everything slow (the model's token count, scrubbing) happens before the write transaction,
+    so the embedded SQLite database is locked only for the inserts."""
     content = content.strip()
     if not content:
         raise DomainError("Write a message first.", code="empty_message")
@@ -140,12 +203,23 @@ def message_post(*, conversation: Conversation, content: str) -> Posted:
             limit=settings.CHAT_MAX_MESSAGE_CHARS,
         )
     verdict = guardrails.screen_input(content)
+    if verdict is None:  # a screened message is answered by the safe reply, never by the model
+        message_fits_model(conversation=conversation, content=content)
+    scrubbed = _scrubbed_fields(course_id=conversation.course_id, text=content)
+    system_prompt = system_prompt_get(conversation=conversation) if verdict else ""
+    with transaction.atomic():
+        return _message_store(
+            conversation=conversation, content=content, scrubbed=scrubbed, verdict=verdict, system_prompt=system_prompt
+        )
+
+
+def _message_store(*, conversation: Conversation, content: str, scrubbed: dict, verdict, system_prompt: str) -> Posted:
     message = Message.objects.create(
         conversation=conversation,
         sender=Sender.STUDENT,
         content=content,
         guardrail=verdict.category if verdict else "",
-        **_scrubbed_fields(course_id=conversation.course_id, text=content),
+        **scrubbed,
     )
     if not conversation.title:
         conversation.title = message.content_scrubbed[:80]
@@ -159,7 +233,7 @@ def message_post(*, conversation: Conversation, content: str) -> Posted:
         content_scrubbed=verdict.safe_reply,
         guardrail=verdict.category,
         completed_at=timezone.now(),
-        system_prompt=system_prompt_record(text=system_prompt_get(conversation=conversation)),
+        system_prompt=system_prompt_record(text=system_prompt),
     )
     Flag.objects.create(
         course_id=conversation.course_id,
@@ -205,17 +279,17 @@ def _reply_fail(reply: Message, *, text: str, status: str, error_code: str) -> N
     reply.save(update_fields=["content", "content_scrubbed", "pii_found", "status", "error_code", "completed_at"])
 
 
-def reply_open(*, conversation: Conversation) -> tuple[list[dict], Message]:
-    """The model's input for the next reply, and the reply's row (`streaming`), which records the
+def reply_open(*, conversation: Conversation) -> tuple[str, Message]:
+    """The system prompt of the next reply, and the reply's row (`streaming`), which records the
     model and the system prompt it is generated under."""
-    messages = prompt_messages(conversation=conversation)
-    return messages, Message.objects.create(
+    system_prompt = system_prompt_get(conversation=conversation)
+    return system_prompt, Message.objects.create(
         conversation=conversation,
         sender=Sender.TUTOR,
         content="",
         status=MessageStatus.STREAMING,
         model_name=model_for_course(course_id=conversation.course_id),
-        system_prompt=system_prompt_record(text=messages[0]["content"]),
+        system_prompt=system_prompt_record(text=system_prompt),
     )
 
 
@@ -224,13 +298,18 @@ def reply_generate(*, conversation: Conversation) -> Message:
     student_message = unanswered_student_message(conversation=conversation)
     if student_message is None:
         raise NothingToAnswer("There is no student message waiting for an answer.")
-    messages, reply = reply_open(conversation=conversation)
+    system_prompt, reply = reply_open(conversation=conversation)
     try:
+        messages = prompt_fit(conversation=conversation)
         answer = chat_complete(model=reply.model_name, messages=messages)
     except ModelServerUnavailable as exc:
         _reply_fail(reply, text="", status=MessageStatus.FAILED, error_code="model_unavailable")
         raise ChatModelUnavailable(str(exc), message_id=student_message.id, retry=True) from exc
-    return _reply_finish(reply, text=answer.content, system_prompt=messages[0]["content"])
+    except MessageTooLong as exc:
+        _reply_fail(reply, text="", status=MessageStatus.FAILED, error_code=exc.code)
+        exc.detail["message_id"] = student_message.id
+        raise
+    return _reply_finish(reply, text=answer.content, system_prompt=system_prompt)
 
 
 async def reply_stream(*, conversation: Conversation) -> AsyncIterator[dict]:
@@ -242,11 +321,11 @@ async def reply_stream(*, conversation: Conversation) -> AsyncIterator[dict]:
     student_message = await sync_to_async(unanswered_student_message)(conversation=conversation)
     if student_message is None:
         raise NothingToAnswer("There is no student message waiting for an answer.")
-    messages, reply = await sync_to_async(reply_open)(conversation=conversation)
-    system_prompt = messages[0]["content"]
+    system_prompt, reply = await sync_to_async(reply_open)(conversation=conversation)
     yield {"event": "start", "reply_id": reply.id, "message_id": student_message.id}
     parts: list[str] = []
     try:
+        messages = await sync_to_async(prompt_fit)(conversation=conversation)
         async for piece in chat_stream(model=reply.model_name, messages=messages):
             parts.append(piece)
             if guardrails.screen_output_tail("".join(parts), system_prompt=system_prompt) is not None:
@@ -257,6 +336,10 @@ async def reply_stream(*, conversation: Conversation) -> AsyncIterator[dict]:
             reply, text="".join(parts), status=MessageStatus.FAILED, error_code="model_unavailable"
         )
         yield {"event": "error", "code": "model_unavailable", "message": str(exc), "message_id": student_message.id}
+        return
+    except MessageTooLong as exc:
+        await sync_to_async(_reply_fail)(reply, text="", status=MessageStatus.FAILED, error_code=exc.code)
+        yield {"event": "error", "code": exc.code, "message": exc.message, "message_id": student_message.id}
         return
     except (asyncio.CancelledError, GeneratorExit):
         # The student left (closed the tab, lost the connection): keep what was generated.

@@ -30,8 +30,8 @@ def exchange(conversation: Conversation, question: str, answer: str) -> tuple[Me
     from tutor.chat import _reply_finish, message_post, reply_open
 
     posted = message_post(conversation=conversation, content=question)
-    messages, reply = reply_open(conversation=conversation)  # records the system prompt in force
-    reply = _reply_finish(reply, text=answer, system_prompt=messages[0]["content"])
+    system_prompt, reply = reply_open(conversation=conversation)  # records the system prompt in force
+    reply = _reply_finish(reply, text=answer, system_prompt=system_prompt)
     Message.objects.filter(pk=reply.pk).update(completed_at=timezone.now())
     return posted.message, reply
 
