@@ -1,12 +1,18 @@
-"""`./run demo` brings the app up on embedded defaults (SQLite, no services) with the dev LMS."""
+"""`./run demo` brings the app up on embedded defaults (SQLite, no services) with the dev LMS,
+and that default takes a class: 50 students chatting at once (issue 10, item 12)."""
 
 from __future__ import annotations
 
 import os
+import re
 import signal
 import socket
+import sqlite3
 import subprocess
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -23,32 +29,43 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def test_run_demo_serves_the_development_lms_and_a_launch_works(tmp_path):
+CLEAN_ENV = {
+    "DATABASE_URL",
+    "REDIS_URL",
+    "CELERY_BROKER_URL",
+    "CELERY_RESULT_BACKEND",
+    "VLLM_BASE_URL",
+    "DJANGO_SETTINGS_MODULE",
+    "SECRET_KEY",
+    "PSEUDONYM_SECRET",
+}
+
+
+@dataclass
+class Demo:
+    base: str
+    var: Path
+    env: dict
+    log: Path
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory):
+    """`./run demo` as a user runs it, in a fresh var folder (replies kept short for two cores)."""
+    var = tmp_path_factory.mktemp("demo-var")
     port = free_port()
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if k
-        not in {
-            "DATABASE_URL",
-            "REDIS_URL",
-            "CELERY_BROKER_URL",
-            "CELERY_RESULT_BACKEND",
-            "VLLM_BASE_URL",
-            "DJANGO_SETTINGS_MODULE",
-            "SECRET_KEY",
-            "PSEUDONYM_SECRET",
-        }
-    }
-    env.update(DEMO_PORT=str(port), TUTOR_VAR_DIR=str(tmp_path), VLLM_PORT=str(free_port()))
-    process = subprocess.Popen(
-        [str(ROOT / "run"), "demo"],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        start_new_session=True,
-    )
+    env = {k: v for k, v in os.environ.items() if k not in CLEAN_ENV}
+    env.update(DEMO_PORT=str(port), TUTOR_VAR_DIR=str(var), VLLM_PORT=str(free_port()), MODEL_MAX_REPLY_TOKENS="24")
+    log = var.parent / (var.name + "-run.log")
+    with log.open("w") as out:
+        process = subprocess.Popen(
+            [str(ROOT / "run"), "demo"],
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            text=True,
+            start_new_session=True,
+        )
     base = f"http://127.0.0.1:{port}"
     try:
         for _ in range(600):  # the demo starts vLLM first (about a minute)
@@ -58,36 +75,157 @@ def test_run_demo_serves_the_development_lms_and_a_launch_works(tmp_path):
             except requests.RequestException:
                 time.sleep(0.5)
         else:
-            pytest.fail("the demo did not come up")
-        assert (tmp_path / "tutor.sqlite3").exists()  # embedded SQLite, no external database
-        browser = requests.Session()
-        auth_page = browser.get(base + "/devlms/start/?user=student")
-        from tests.devlms.test_devlms import follow_auto_post
-
-        landed = follow_auto_post(browser, auth_page)
-        assert landed.status_code == 200
-        assert 'data-testid="role">student<' in landed.text
-        # ...and chat with the local model: a streamed reply arrives.
-        import re
-
-        auth = {"Authorization": "Bearer " + re.search(r'name="launch-token" content="([^"]+)"', landed.text).group(1)}
-        conversation = requests.post(base + "/api/v1/conversations/", headers=auth).json()["id"]
-        reply = requests.post(
-            f"{base}/api/v1/conversations/{conversation}/messages/stream/", json={"content": "Hello!"}, headers=auth
-        )
-        assert reply.status_code == 200
-        assert "event: token" in reply.text and "event: done" in reply.text
-        # A real Celery worker runs beside it on Kombu's filesystem broker (no Redis, no RabbitMQ).
-        for _ in range(120):
-            if "ready." in (tmp_path / "worker.log").read_text():
-                break
-            time.sleep(0.5)
-        worker_log = (tmp_path / "worker.log").read_text()
-        assert "ready." in worker_log and "filesystem://" in worker_log, worker_log[-2000:]
-        assert "training.tasks.train_adapter" in worker_log  # it serves the training queue too
-        # The broker's files, its exchange tables included, stay in the demo's var folder.
-        assert list((tmp_path / "celery" / "control").glob("*.exchange"))
+            pytest.fail("the demo did not come up:\n" + log.read_text()[-3000:])
+        yield Demo(base=base, var=var, env=env, log=log)
     finally:
         os.killpg(process.pid, signal.SIGTERM)
-        output = process.communicate(timeout=30)[0]
-    assert f"open {base}/devlms/" in output
+        process.wait(timeout=30)
+
+
+def bearer(page_html: str) -> dict:
+    return {"Authorization": "Bearer " + re.search(r'name="launch-token" content="([^"]+)"', page_html).group(1)}
+
+
+def test_run_demo_serves_the_development_lms_and_a_launch_works(demo):
+    base, tmp_path = demo.base, demo.var
+    assert (tmp_path / "tutor.sqlite3").exists()  # embedded SQLite, no external database
+    browser = requests.Session()
+    auth_page = browser.get(base + "/devlms/start/?user=student")
+    from tests.devlms.test_devlms import follow_auto_post
+
+    landed = follow_auto_post(browser, auth_page)
+    assert landed.status_code == 200
+    assert 'data-testid="role">student<' in landed.text
+    # ...and chat with the local model: a streamed reply arrives.
+    auth = bearer(landed.text)
+    conversation = requests.post(base + "/api/v1/conversations/", headers=auth).json()["id"]
+    reply = requests.post(
+        f"{base}/api/v1/conversations/{conversation}/messages/stream/", json={"content": "Hello!"}, headers=auth
+    )
+    assert reply.status_code == 200
+    assert "event: token" in reply.text and "event: done" in reply.text
+    # A real Celery worker runs beside it on Kombu's filesystem broker (no Redis, no RabbitMQ).
+    for _ in range(120):
+        if "ready." in (tmp_path / "worker.log").read_text():
+            break
+        time.sleep(0.5)
+    worker_log = (tmp_path / "worker.log").read_text()
+    assert "ready." in worker_log and "filesystem://" in worker_log, worker_log[-2000:]
+    assert "training.tasks.train_adapter" in worker_log  # it serves the training queue too
+    # The broker's files, its exchange tables included, stay in the demo's var folder.
+    assert list((tmp_path / "celery" / "control").glob("*.exchange"))
+    assert f"open {base}/devlms/" in demo.log.read_text()
+
+
+def class_platform(demo: Demo):
+    """An LTI platform of its own, registered in the demo's database as an administrator would."""
+    from tests.support.platform import TestPlatform
+
+    platform = TestPlatform(client_id="class-of-50")
+    subprocess.run(
+        [
+            str(ROOT / "run"), "manage", "lti_add_platform",
+            "--name", "Class platform",
+            "--issuer", platform.issuer,
+            "--client-id", platform.client_id,
+            "--auth-login-url", platform.auth_login_url,
+            "--auth-token-url", platform.token_url,
+            "--keyset-url", platform.keyset_url,
+            "--deployment-id", platform.deployment_id,
+        ],
+        env=demo.env, check=True, capture_output=True, cwd=ROOT,
+    )  # fmt: skip
+    return platform
+
+
+def test_fifty_students_chat_at_once_on_the_embedded_default(demo):
+    """A class of 50 launches and chats at the same moment: no 5xx, every message and reply stored."""
+    from devlms.platform import LIS, DevUser
+
+    platform = class_platform(demo)
+    students = [
+        DevUser(f"s{i}", f"class-student-{i}", f"Student {i}", (LIS + "membership#Learner",)) for i in range(50)
+    ]
+    start = threading.Barrier(len(students))
+
+    def student_chats(index: int) -> tuple[list[int], str]:
+        browser = requests.Session()
+        start.wait()  # all at once: the launches race as well as the chats
+        landed = platform.launch(browser, demo.base, user=students[index])
+        if landed.status_code != 200:
+            return [landed.status_code], landed.text[:300]
+        auth = bearer(landed.text)
+        conversation = requests.post(demo.base + "/api/v1/conversations/", headers=auth)
+        if conversation.status_code != 201:
+            return [landed.status_code, conversation.status_code], conversation.text[:300]
+        reply = requests.post(
+            f"{demo.base}/api/v1/conversations/{conversation.json()['id']}/messages/stream/",
+            json={"content": f"What is {index} + {index}? 🙂"},
+            headers=auth,
+            timeout=600,
+        )
+        return [landed.status_code, conversation.status_code, reply.status_code], reply.text
+
+    try:
+        with ThreadPoolExecutor(len(students)) as pool:
+            results = list(pool.map(student_chats, range(len(students))))
+    finally:
+        platform.stop()
+    failures = [(codes, text[:300]) for codes, text in results if codes != [200, 201, 200] or "event: done" not in text]
+    assert not failures, failures[:5]
+
+    with sqlite3.connect(f"file:{demo.var / 'tutor.sqlite3'}?mode=ro", uri=True) as db:
+        stored = dict(
+            db.execute(
+                "SELECT m.sender, count(*) FROM tutor_message m JOIN tutor_conversation c ON c.id = m.conversation_id "
+                "JOIN tutor_person p ON p.id = c.person_id JOIN tutor_course k ON k.id = c.course_id "
+                "WHERE m.status = 'complete' AND k.title = 'Biology 1' GROUP BY m.sender"
+            ).fetchall()
+        )
+    assert stored == {"user": 50, "assistant": 50}
+
+
+def test_a_database_that_stays_locked_answers_in_json_with_a_retry(demo):
+    """Past the busy timeout, the error contract answers (503 `database_busy`, retry), not an HTML 500;
+    once the lock is gone the same request succeeds. A second web process on the demo's database
+    with a short timeout keeps the test quick; it shares the demo's var folder (and so its keys)."""
+    from tests.devlms.test_devlms import follow_auto_post
+    from tests.support.servers import spawn, stop, wait_until_up
+
+    browser = requests.Session()
+    landed = follow_auto_post(browser, browser.get(demo.base + "/devlms/start/?user=student"))
+    auth = bearer(landed.text)
+    conversation = requests.post(demo.base + "/api/v1/conversations/", headers=auth).json()["id"]
+
+    port = free_port()
+    env = {**demo.env, "DJANGO_DEBUG": "1", "DATABASE_SQLITE_TIMEOUT_SECONDS": "0.5"}
+    env["VLLM_BASE_URL"] = f"http://127.0.0.1:{env['VLLM_PORT']}"
+    process, log = spawn(
+        [str(ROOT / ".venv/bin/uvicorn"), "tutor.asgi:application", "--host", "127.0.0.1", "--port", str(port)],
+        env,
+        "busy-app-",
+    )
+    other = f"http://127.0.0.1:{port}"
+    try:
+        wait_until_up(other + "/healthz", process, log, timeout=120)
+        lock = sqlite3.connect(demo.var / "tutor.sqlite3", timeout=30, isolation_level=None)
+        lock.execute("BEGIN IMMEDIATE")  # another writer holds the database
+        try:
+            busy = requests.post(
+                f"{other}/api/v1/conversations/{conversation}/messages/", json={"content": "Still there?"}, headers=auth
+            )
+        finally:
+            lock.execute("ROLLBACK")
+            lock.close()
+        assert busy.status_code == 503, busy.text[:500]
+        assert busy.headers["Content-Type"] == "application/json"
+        assert busy.headers["Retry-After"] == "2"
+        error = busy.json()["error"]
+        assert error["code"] == "database_busy" and error["detail"]["retry"] is True
+
+        again = requests.post(
+            f"{other}/api/v1/conversations/{conversation}/messages/", json={"content": "Still there?"}, headers=auth
+        )
+        assert again.status_code == 201, again.text[:500]
+    finally:
+        stop(process)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from celery import shared_task
 from django.conf import settings
+from django.db import InterfaceError, OperationalError
 
 from training.jobs import job_lease_wait, job_run
 
@@ -19,6 +20,11 @@ from training.jobs import job_lease_wait, job_run
     soft_time_limit=settings.TRAINING_SOFT_TIME_LIMIT_SECONDS,
     time_limit=settings.TRAINING_TIME_LIMIT_SECONDS,
     max_retries=None,
+    # A database that is busy (SQLite's write lock) or briefly gone must not strand the job in
+    # `queued`: the guarded claim makes a retry safe, so the task tries again with backoff.
+    autoretry_for=(OperationalError, InterfaceError),
+    retry_backoff=2,
+    retry_backoff_max=60,
 )
 def train_adapter(self, job_id: int) -> str:
     """Runs one training job; idempotent through `job_claim`'s guarded state change. Delivered

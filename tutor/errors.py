@@ -61,6 +61,33 @@ class Forbidden(DomainError):
     title = "Not allowed"
 
 
+class DatabaseBusy(DomainError):
+    """The database could not answer in time (SQLite's write lock, a lost connection): nothing of
+    the request was written (its transaction rolled back), so the same request can be sent again."""
+
+    code = "database_busy"
+    status = 503
+    title = "The tutor is busy"
+    retry_after_seconds = 2
+
+
+def domain_error_for(exception: Exception) -> DomainError | None:
+    """The refusal an exception is shown as: a DomainError itself, or a database that is busy or
+    unreachable (logged with its traceback for the operator, shown to the user as "try again")."""
+    from django.db import InterfaceError, OperationalError
+
+    if isinstance(exception, DomainError):
+        return exception
+    if isinstance(exception, (OperationalError, InterfaceError)):
+        logger.error("database error: %s", type(exception).__name__, exc_info=exception)
+        return DatabaseBusy(
+            "The tutor's database is busy right now. Try again in a moment.",
+            retry=True,
+            retry_after_seconds=DatabaseBusy.retry_after_seconds,
+        )
+    return None
+
+
 def wants_json(request: HttpRequest) -> bool:
     accept = request.headers.get("Accept", "")
     return request.path.startswith("/api/") or ("application/json" in accept and "text/html" not in accept)
@@ -70,9 +97,12 @@ def render_domain_error(request: HttpRequest, error: DomainError) -> HttpRespons
     # Log the code only: messages may quote what the client sent.
     logger.info("refused %s %s: %s", request.method, request.path, error.code)
     if wants_json(request):
-        return JsonResponse(error.as_dict(), status=error.status)
-    html = render_to_string("errors/domain_error.html", {"error": error}, request=request)
-    response = HttpResponse(html, status=error.status)
+        response = JsonResponse(error.as_dict(), status=error.status)
+    else:
+        html = render_to_string("errors/domain_error.html", {"error": error}, request=request)
+        response = HttpResponse(html, status=error.status)
+    if "retry_after_seconds" in error.detail:
+        response["Retry-After"] = str(error.detail["retry_after_seconds"])
     frame_policy = getattr(request, "frame_policy", None)
     if frame_policy is not None:
         frame_policy(response)
@@ -89,9 +119,8 @@ class DomainErrorMiddleware:
         return self.get_response(request)
 
     def process_exception(self, request: HttpRequest, exception: Exception) -> HttpResponse | None:
-        if isinstance(exception, DomainError):
-            return render_domain_error(request, exception)
-        return None
+        error = domain_error_for(exception)
+        return render_domain_error(request, error) if error is not None else None
 
 
 def api_exception_handler(exc: Exception, context: dict) -> HttpResponse | None:
@@ -99,8 +128,8 @@ def api_exception_handler(exc: Exception, context: dict) -> HttpResponse | None:
     from rest_framework import exceptions as drf_exceptions  # DRF's settings import this module
     from rest_framework.views import exception_handler as drf_exception_handler
 
-    if isinstance(exc, DomainError):
-        return JsonResponse(exc.as_dict(), status=exc.status)
+    if (error := domain_error_for(exc)) is not None:
+        return render_domain_error(context["request"]._request, error)
     response = drf_exception_handler(exc, context)
     if response is None:
         return None

@@ -132,6 +132,17 @@ DATABASES = {
 }
 if DATABASES["default"]["ENGINE"].endswith("sqlite3"):
     VAR_DIR.mkdir(parents=True, exist_ok=True)
+    # The embedded default must take a class chatting at once. WAL lets readers go on while one
+    # connection writes; IMMEDIATE takes the write lock when a transaction begins, so two writers
+    # queue on the busy timeout instead of one failing at once with "database is locked" (which
+    # a deferred transaction that reads and then writes cannot wait out).
+    DATABASES["default"].setdefault("OPTIONS", {}).update(
+        {
+            "transaction_mode": "IMMEDIATE",
+            "timeout": float(os.environ.get("DATABASE_SQLITE_TIMEOUT_SECONDS", "30")),
+            "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+        }
+    )
 
 # The cache holds OIDC state/nonces, used nonces and platforms' key sets, so it
 # must be shared by every web process: Redis in production, the database otherwise.
