@@ -11,9 +11,10 @@ from rest_framework.views import APIView
 from training.datasets import dataset_export
 from tutor import review
 from tutor.api import reviewer_for
+from tutor.parsers import StrictInputSerializer
 
 
-class ExportIn(serializers.Serializer):
+class ExportIn(StrictInputSerializer):
     eval_fraction = serializers.FloatField(required=False, min_value=0, max_value=0.9)
 
 
@@ -27,6 +28,8 @@ class ExportOut(serializers.Serializer):
 
 class DatasetExportApi(APIView):
     """Admins: export the launched course's training dataset (see docs/training-data.md)."""
+
+    error_statuses = (409,)  # training_not_consented, and the like (documented in the schema)
 
     @extend_schema(request=ExportIn, responses={201: ExportOut})
     def post(self, request: Request) -> Response:
@@ -51,7 +54,7 @@ class DatasetExportApi(APIView):
         )
 
 
-class TrainingJobIn(serializers.Serializer):
+class TrainingJobIn(StrictInputSerializer):
     """Settings for this job only (the deployment's defaults otherwise; docs/retraining.md)."""
 
     max_steps = serializers.IntegerField(required=False, min_value=1)
@@ -97,6 +100,8 @@ def job_payload(job) -> dict:
 
 class TrainingJobListApi(APIView):
     """Admins: retrain the launched course's adapter (a job on the `gpu` queue)."""
+
+    error_statuses = (409,)  # training_not_consented, and the like (documented in the schema)
 
     @extend_schema(request=TrainingJobIn, responses={201: TrainingJobOut})
     def post(self, request: Request) -> Response:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from django import forms
 from django.conf import settings
 from django.http import FileResponse, HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import render
@@ -138,12 +139,29 @@ def review_training(request: HttpRequest, course_id: int) -> HttpResponse:
     )
 
 
+TRAINING_ACTIONS = ("retrain", "cancel", "promote", "reject", "rollback")
+
+
+class TrainingActionForm(forms.Form):
+    action = forms.ChoiceField(choices=[(name, name) for name in TRAINING_ACTIONS])
+    job = forms.IntegerField(required=False, min_value=1)
+    adapter = forms.IntegerField(required=False, min_value=1)
+
+
 @require_POST
 def review_training_action(request: HttpRequest, course_id: int) -> HttpResponse:
     """retrain | cancel | promote | reject | rollback, for administrators."""
     reviewer = reviewer_from_session(request, course_id)
     review.admin_check(reviewer=reviewer)
-    action, job_id = request.POST.get("action", ""), int(request.POST.get("job") or 0)
+    form = TrainingActionForm(request.POST)
+    if not form.is_valid():
+        raise DomainError(
+            "This training action could not be read: "
+            + "; ".join(f"{name}: {' '.join(errors)}" for name, errors in form.errors.items()),
+            code="invalid",
+            fields=form.errors.get_json_data(),
+        )
+    action, job_id = form.cleaned_data["action"], form.cleaned_data["job"] or 0
     owned = reviewer.course.training_jobs.filter(pk=job_id).exists()
     try:
         if action == "retrain":
@@ -156,8 +174,8 @@ def review_training_action(request: HttpRequest, course_id: int) -> HttpResponse
             job = job_decide(job_id=job_id, promote=action == "promote")
             notice = f"Job {job_id}: {job.get_state_display()}."
         elif action == "rollback":
-            seen = request.POST.get("adapter", "")  # the version the page showed serving
-            serving = adapter_rollback(course_id=course_id, active_id=int(seen) if seen.isdigit() else None)
+            # the version the page showed serving
+            serving = adapter_rollback(course_id=course_id, active_id=form.cleaned_data["adapter"])
             notice = f"Rolled back: {serving.name if serving else 'the base model'} serves the course now."
         else:
             raise NotFound("No such action or job.")

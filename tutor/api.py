@@ -21,6 +21,7 @@ from rest_framework.views import APIView
 from tutor import chat, review
 from tutor.errors import DomainError
 from tutor.models import Conversation, LearnerLevel, ReviewDecision
+from tutor.parsers import StrictInputSerializer
 from tutor.selectors import launched_profile
 from tutor.services import training_consent_set, training_opt_out_set
 
@@ -58,8 +59,13 @@ class ConversationDetailOut(ConversationOut):
     messages = MessageOut(many=True)
 
 
-class MessageIn(serializers.Serializer):
-    content = serializers.CharField(trim_whitespace=True, allow_blank=False)
+class MessageContentField(serializers.CharField):
+    """Lengths are checked by the chat service (its own error codes); the schema states them
+    (tutor/schema.py)."""
+
+
+class MessageIn(StrictInputSerializer):
+    content = MessageContentField(trim_whitespace=True, allow_blank=False)
 
 
 class ExchangeOut(serializers.Serializer):
@@ -67,11 +73,11 @@ class ExchangeOut(serializers.Serializer):
     reply = MessageOut()
 
 
-class RatingIn(serializers.Serializer):
+class RatingIn(StrictInputSerializer):
     value = serializers.ChoiceField(choices=[-1, 0, 1])
 
 
-class TutorSettingsIO(serializers.Serializer):
+class TutorSettingsIO(StrictInputSerializer):
     persona = serializers.CharField(allow_blank=True, max_length=4000)
     instructions = serializers.CharField(allow_blank=True, max_length=4000)
     subject = serializers.CharField(allow_blank=True, max_length=200)
@@ -99,11 +105,11 @@ class MeOut(serializers.Serializer):
     training = serializers.DictField(help_text="course_allows: the course's consent; opted_out: the caller's choice")
 
 
-class TrainingChoiceIO(serializers.Serializer):
+class TrainingChoiceIO(StrictInputSerializer):
     opted_out = serializers.BooleanField()
 
 
-class TrainingConsentIO(serializers.Serializer):
+class TrainingConsentIO(StrictInputSerializer):
     allowed = serializers.BooleanField()
 
 
@@ -139,7 +145,7 @@ class ReviewMessageOut(serializers.Serializer):
     review = ReviewOut(allow_null=True)
 
 
-class ReviewIn(serializers.Serializer):
+class ReviewIn(StrictInputSerializer):
     helpful = serializers.BooleanField(required=False, allow_null=True)
     correct = serializers.BooleanField(required=False, allow_null=True)
     pedagogically_sound = serializers.BooleanField(required=False, allow_null=True)
@@ -328,6 +334,8 @@ class MessageCreateApi(APIView):
 class ReplyRetryApi(APIView):
     """Ask again for the tutor's reply to the last unanswered message (after a model failure)."""
 
+    error_statuses = (409,)  # nothing_to_answer (documented in the schema)
+
     throttle_classes = [ChatThrottle]
 
     @extend_schema(request=None, responses={201: MessageOut})
@@ -359,6 +367,14 @@ class TutorSettingsApi(APIView):
         data.is_valid(raise_exception=True)
         tutor_settings = chat.tutor_settings_update(launched=request.user, **data.validated_data)
         return Response(TutorSettingsIO(tutor_settings).data)
+
+
+class ServerSentEvent(serializers.Serializer):
+    """One event of a reply stream: `start`, `token`…, then `done`, `replaced` or `error`; `data` is
+    a JSON object (docs/errors.md for `error`)."""
+
+    event = serializers.ChoiceField(choices=["start", "token", "replaced", "done", "error"])
+    data = serializers.CharField(help_text="A JSON object.")
 
 
 async def _sse(events) -> AsyncIterator[bytes]:
@@ -393,7 +409,7 @@ class MessageStreamApi(APIView):
 
     throttle_classes = [ChatThrottle]
 
-    @extend_schema(request=MessageIn, responses={(200, "text/event-stream"): str})
+    @extend_schema(request=MessageIn, responses={(200, "text/event-stream"): ServerSentEvent})
     def post(self, request: Request, conversation_id: int) -> StreamingHttpResponse:
         conversation = chat.conversation_get(launched=request.user, conversation_id=conversation_id)
         data = MessageIn(data=request.data)
@@ -407,9 +423,11 @@ class MessageStreamApi(APIView):
 class ReplyStreamApi(APIView):
     """Retry the reply to the last unanswered message, streamed (same events as above)."""
 
+    error_statuses = (409,)  # nothing_to_answer (documented in the schema)
+
     throttle_classes = [ChatThrottle]
 
-    @extend_schema(request=None, responses={(200, "text/event-stream"): str})
+    @extend_schema(request=None, responses={(200, "text/event-stream"): ServerSentEvent})
     def post(self, request: Request, conversation_id: int) -> StreamingHttpResponse:
         conversation = chat.conversation_get(launched=request.user, conversation_id=conversation_id)
         if chat.unanswered_student_message(conversation=conversation) is None:

@@ -146,3 +146,69 @@ def api_exception_handler(exc: Exception, context: dict) -> HttpResponse | None:
         code, message = NotAuthenticated.code, "Open the tutor from your course to continue."
     response.data = {"error": {"code": code, "message": message, "detail": detail}}
     return response
+
+
+# Errors Django or a library answers before (or instead of) our views: unknown URLs (non-integer ids
+# included), bodies over DATA_UPLOAD_MAX_MEMORY_SIZE, CSRF failures, crashes.
+STATUS_CODES = {
+    400: ("bad_request", "The request could not be read.", "Something needs your attention"),
+    403: ("forbidden", "This request is not allowed.", "Not allowed"),
+    404: ("not_found", "There is nothing at this address.", "Not found"),
+    405: ("method_not_allowed", "This address does not take that method.", "Not allowed"),
+    413: ("request_too_large", "The request body is too large.", "Too large"),
+    500: ("server_error", "Something went wrong on our side. It has been logged; try again later.", "Sorry"),
+}
+
+
+def _status_error(status: int) -> DomainError:
+    code, message, title = STATUS_CODES.get(status, ("error", "The request failed.", "Something went wrong"))
+    error = DomainError(message, code=code, status=status)
+    error.title = title
+    return error
+
+
+class ApiErrorShapeMiddleware:
+    """Outermost: every `/api/` error response is JSON in the documented shape, whoever made it
+    (Django's own 404/400/500 pages, in debug mode too)."""
+
+    def __init__(self, get_response):
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        response = self.get_response(request)
+        if (
+            request.path.startswith("/api/")
+            and response.status_code >= 400
+            and not response.get("Content-Type", "").startswith("application/json")
+        ):
+            error = _status_error(response.status_code)
+            shaped = JsonResponse(error.as_dict(), status=response.status_code)
+            for header in ("Retry-After", "Allow", "WWW-Authenticate"):
+                if header in response:
+                    shaped[header] = response[header]
+            return shaped
+        return response
+
+
+def bad_request(request: HttpRequest, exception: Exception | None = None) -> HttpResponse:
+    """handler400: a body over the upload limit is a 413, in the shape the caller reads."""
+    from django.core.exceptions import RequestDataTooBig
+
+    status = 413 if isinstance(exception, RequestDataTooBig) else 400
+    return render_domain_error(request, _status_error(status))
+
+
+def permission_denied(request: HttpRequest, exception: Exception | None = None) -> HttpResponse:
+    return render_domain_error(request, _status_error(403))
+
+
+def page_not_found(request: HttpRequest, exception: Exception | None = None) -> HttpResponse:
+    return render_domain_error(request, _status_error(404))
+
+
+def server_error(request: HttpRequest) -> HttpResponse:
+    # No template lookups that could fail again: plain JSON or plain text.
+    code, message, _ = STATUS_CODES[500]
+    if wants_json(request):
+        return JsonResponse({"error": {"code": code, "message": message, "detail": {}}}, status=500)
+    return HttpResponse(message, status=500, content_type="text/plain; charset=utf-8")

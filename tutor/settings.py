@@ -94,6 +94,7 @@ if DEVLMS_ENABLED:
     INSTALLED_APPS.append("devlms")
 
 MIDDLEWARE = [
+    "tutor.errors.ApiErrorShapeMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -339,14 +340,19 @@ REST_FRAMEWORK = {
     ],
     "DEFAULT_PERMISSION_CLASSES": ["tutor.auth.IsLaunched"],
     "EXCEPTION_HANDLER": "tutor.errors.api_exception_handler",
+    # JSON only: the API's one client sends JSON, and form encodings blur its types (a missing
+    # boolean reads as false).
+    "DEFAULT_PARSER_CLASSES": ["tutor.parsers.JSONParser"],
     "UNAUTHENTICATED_USER": None,
-    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "DEFAULT_SCHEMA_CLASS": "tutor.schema.TutorAutoSchema",
     "DEFAULT_THROTTLE_RATES": {"chat": CHAT_RATE_LIMIT},
 }
 SPECTACULAR_SETTINGS = {
     "TITLE": "AI Tutor API",
     "DESCRIPTION": "Chat with a course's tutor. Authenticate with the launch token: `Authorization: Bearer <token>`.",
     "VERSION": "1",
+    # Request bodies get their own components, so input constraints (minLength…) are stated.
+    "COMPONENT_SPLIT_REQUEST": True,
 }
 
 LOGGING = {

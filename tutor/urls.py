@@ -82,3 +82,8 @@ urlpatterns = [
 
 if settings.DEVLMS_ENABLED:
     urlpatterns.append(path("devlms/", include("devlms.urls")))
+
+handler400 = "tutor.errors.bad_request"
+handler403 = "tutor.errors.permission_denied"
+handler404 = "tutor.errors.page_not_found"
+handler500 = "tutor.errors.server_error"
