@@ -13,6 +13,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from django.conf import settings
 from jwcrypto.jwk import JWK
 
+from lti.launch import DATA_PRIVACY_LAUNCH
 from lti.services import tool_url
 
 LTI = "https://purl.imsglobal.org/spec/lti/claim/"
@@ -104,8 +105,15 @@ def message_claims(
     deployment_id: str = DEPLOYMENT_ID,
     course: dict | None = None,
     lifetime: int = 300,
+    target_link_uri: str | None = None,
+    custom: dict | None = None,
+    for_user: DevUser | None = None,
 ) -> dict:
-    """The id_token claims of an LTI 1.3 launch, as a platform sends them."""
+    """The id_token claims of an LTI 1.3 launch, as a platform sends them.
+
+    A Data Privacy Launch concerns a person, not a course: it has no context or resource link,
+    and `for_user` says whose data it is about (the launching user's own by default).
+    """
     now = int(time.time())
     claims = {
         "iss": iss or issuer(),
@@ -120,15 +128,21 @@ def message_claims(
         LTI + "message_type": message_type,
         LTI + "deployment_id": deployment_id,
         LTI + "roles": list(user.roles),
-        LTI + "context": course or COURSE,
         LTI + "tool_platform": {"guid": "devlms", "name": "Development LMS", "product_family_code": "devlms"},
         LTI + "launch_presentation": {"document_target": "iframe", "return_url": issuer() + "/"},
     }
+    claims[LTI + "target_link_uri"] = target_link_uri or tool_url("lti:launch")
+    if custom:
+        claims[LTI + "custom"] = custom
+    if message_type == DATA_PRIVACY_LAUNCH:
+        person = for_user or user
+        # pylti1p3's shape of the claim (the draft spec's example): the person's LMS id is `id`.
+        claims[LTI + "for_user"] = {"id": person.sub, "roles": list(person.roles)}
+        return claims
+    claims[LTI + "context"] = course or COURSE
     if message_type == "LtiResourceLinkRequest":
         claims[LTI + "resource_link"] = resource_link or DEFAULT_LINK
-        claims[LTI + "target_link_uri"] = tool_url("lti:launch")
     elif message_type == "LtiDeepLinkingRequest":
-        claims[LTI + "target_link_uri"] = tool_url("lti:launch")
         claims["https://purl.imsglobal.org/spec/lti-dl/claim/deep_linking_settings"] = {
             "deep_link_return_url": endpoints()["deep_link_return_url"],
             "accept_types": ["ltiResourceLink"],

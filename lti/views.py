@@ -12,10 +12,10 @@ from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 from lti_tool.models import Key
 from pylti1p3.contrib.django import DjangoOIDCLogin
-from pylti1p3.deep_link_resource import DeepLinkResource
 from pylti1p3.exception import OIDCException
 
 from lti import dynamic_registration
+from lti.deep_linking import TutorLinkResource
 from lti.frames import lms_frameable
 from lti.launch import (
     DATA_PRIVACY_LAUNCH,
@@ -199,7 +199,7 @@ def deep_link_respond(request: HttpRequest) -> HttpResponse:
         raise refused("deep_link_expired", "This placement form has expired. Start again from your course.") from None
     title = (request.POST.get("title") or settings.TOOL_TITLE).strip()[:255]
     message_launch, _claims = restore_launch(request, payload["l"])
-    resource = DeepLinkResource().set_url(tool_url("lti:launch")).set_title(title)
+    resource = TutorLinkResource().set_url(tool_url("lti:launch")).set_title(title)
     return HttpResponse(message_launch.get_deep_link().output_response_form([resource]))
 
 

@@ -9,7 +9,11 @@ import jwt
 import pytest
 import requests
 from django.core.management import call_command
+from lti_tool.models import LtiRegistration
+from pylti1p3.deep_link import DeepLink
+from pylti1p3.deep_link_resource import DeepLinkResource
 
+from devlms import platform
 from tutor.models import Membership, Placement
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.live]
@@ -57,6 +61,9 @@ def test_devlms_deep_linking_adds_a_placement_that_then_launches(devlms):
     action = re.search(r'action="([^"]+)"', response_form.text).group(1)
     signed = re.search(r'name="JWT" value="([^"]+)"', response_form.text).group(1)
 
+    (item,) = jwt.decode(signed, options={"verify_signature": False})[DL + "content_items"]
+    assert item.get("custom", {"survives": "Moodle"}) != {}  # Moodle re-encodes {} as [] and fails
+
     done = browser.post(action, data={"JWT": signed})  # the dev LMS verifies it against the tool's JWKS
 
     assert done.status_code == 200, done.text[:500]
@@ -66,6 +73,43 @@ def test_devlms_deep_linking_adds_a_placement_that_then_launches(devlms):
     landed = follow_auto_post(browser, browser.get(devlms + f"/start/?user=student&link={link_id}"))
     assert landed.status_code == 200
     assert Placement.objects.filter(title="Ratios helper", lms_resource_link_id=link_id).exists()
+
+
+DL = "https://purl.imsglobal.org/spec/lti-dl/claim/"
+
+
+def tool_signed_response(devlms: str, **item) -> str:
+    """An LtiDeepLinkingResponse signed with the tool's real key by pylti1p3, items as given."""
+    registration = LtiRegistration.objects.get(issuer=platform.issuer()).to_registration()
+    deep_link = DeepLink(registration, platform.DEPLOYMENT_ID, {"deep_link_return_url": devlms + "/deep-link-return/"})
+    message = deep_link.get_message_jwt([DeepLinkResource()])
+    message[DL + "content_items"] = [
+        {"type": "ltiResourceLink", "url": devlms.rsplit("/devlms", 1)[0] + "/lti/launch/", **item}
+    ]
+    return deep_link.encode_jwt(message)
+
+
+def test_devlms_fails_like_moodle_on_an_empty_custom_object(devlms):
+    browser = requests.Session()
+    answer = browser.post(
+        devlms + "/deep-link-return/", data={"JWT": tool_signed_response(devlms, title="T", custom={})}
+    )
+
+    assert answer.status_code == 404  # Moodle's fatal error page
+    assert "params_to_string(): Argument #1 ($params) must be of type object, array given" in html.unescape(answer.text)
+    assert "devlms-link-2" not in browser.get(devlms + "/").text  # no activity was created
+
+
+def test_devlms_keeps_a_non_empty_custom_and_launches_the_new_link(devlms):
+    browser = requests.Session()
+    signed = tool_signed_response(devlms, title="Ratios", text="Ask about ratios", custom={"topic": "ratios"})
+    done = browser.post(devlms + "/deep-link-return/", data={"JWT": signed})
+
+    assert done.status_code == 200, done.text[:500]
+    assert 'data-testid="content-item">Ratios: Ask about ratios' in done.text
+    landed = follow_auto_post(browser, browser.get(devlms + "/start/?user=student&link=devlms-link-2"))
+    assert landed.status_code == 200, landed.text[:500]
+    assert Placement.objects.filter(title="Ratios", lms_resource_link_id="devlms-link-2").exists()
 
 
 def test_devlms_refuses_a_forged_deep_linking_response(devlms):

@@ -9,6 +9,7 @@ import jwt
 import pytest
 import requests
 
+from devlms import moodle
 from tests.support.platform import TestPlatform
 from tutor.models import Course, Placement
 
@@ -46,6 +47,11 @@ def test_teacher_places_the_tutor_and_the_platform_gets_a_signed_response(tool, 
     assert item["url"] == tool + "/lti/launch/"
     # The opaque `data` of the request comes back untouched, as the spec requires.
     assert claims[DL + "data"].startswith("devlms-")
+    # No empty members: Moodle 4.5 decodes the JWT into PHP arrays and re-encodes it, an empty
+    # `custom` object comes back as [] and mod/lti/contentitem_return.php fails on it.
+    assert {} not in item.values() and None not in item.values()
+    (activity,) = moodle.deep_linking_response_activities(claims, tool_name="AI Tutor")[0]
+    assert activity == moodle.Activity(name="Biology helper", tool_url=tool + "/lti/launch/")
 
 
 def test_student_cannot_place_the_tutor(tool, platform: TestPlatform, browser):
