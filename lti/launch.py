@@ -12,7 +12,9 @@ to the tool and pylti1p3 does not do:
 * unknown or inactive deployments are refused, never created on the fly
   (django-lti's tool config creates them);
 * a platform key set is cached, and fetched again when a token names a `kid`
-  it does not hold (platforms rotate keys);
+  it does not hold (platforms rotate keys); a `kid` still missing after that
+  fetch is not fetched for again for LTI_KEYSET_REFETCH_MIN_SECONDS (other
+  kids are: a forged kid never delays a genuine rotation);
 * the OIDC state may be bound to the browser by LTI Platform Storage instead of
   a cookie (see `lti.platform_storage`).
 
@@ -23,7 +25,6 @@ before every check has passed.
 from __future__ import annotations
 
 import hashlib
-import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -124,6 +125,10 @@ def _keyset_cache_key(url: str) -> str:
     return "lti:keyset:" + hashlib.sha256(url.encode()).hexdigest()
 
 
+def _kid_miss_cache_key(url: str, kid: str) -> str:
+    return "lti:keyset-miss:" + hashlib.sha256(f"{url}\x00{kid}".encode()).hexdigest()
+
+
 class TutorMessageLaunch(DjangoMessageLaunch):
     storage_bound_state: dict | None = None
 
@@ -168,11 +173,7 @@ class TutorMessageLaunch(DjangoMessageLaunch):
             ) from exc
         if not isinstance(keyset, dict) or not isinstance(keyset.get("keys"), list):
             raise refused("platform_keys_invalid", "Your LMS's key set URL did not return a JSON Web Key Set.", 502)
-        cache.set(
-            _keyset_cache_key(key_set_url),
-            {"keyset": keyset, "fetched_at": time.time()},
-            settings.LTI_KEYSET_CACHE_SECONDS,
-        )
+        cache.set(_keyset_cache_key(key_set_url), {"keyset": keyset}, settings.LTI_KEYSET_CACHE_SECONDS)
         return keyset
 
     def get_public_key(self):
@@ -181,14 +182,21 @@ class TutorMessageLaunch(DjangoMessageLaunch):
         except LtiException as exc:
             if "Unable to find public key" not in str(exc):
                 raise
-        # A kid we do not know: the platform may have rotated its keys. Fetch once more,
-        # unless we fetched moments ago (a forged kid must not make us hammer the platform).
+        # A kid we do not hold: the platform may have rotated its keys, so fetch its key set again.
+        # Misses are remembered per kid, not per key set: a forged launch naming an unknown kid
+        # must not make the next genuine new kid wait. A kid that was just missing is not fetched
+        # for again for a while, and each fetch costs the caller a whole OIDC login of its own.
         key_set_url = self._registration.get_key_set_url()
-        cached = cache.get(_keyset_cache_key(key_set_url))
-        if cached is None or time.time() - cached["fetched_at"] >= settings.LTI_KEYSET_REFETCH_MIN_SECONDS:
-            self._registration.set_key_set(self._download_keyset(key_set_url))
+        miss = _kid_miss_cache_key(key_set_url, str(self._jwt.get("header", {}).get("kid")))
+        if cache.get(miss) is not None:
+            raise LtiException("Unable to find public key")
+        self._registration.set_key_set(self._download_keyset(key_set_url))
+        try:
             return super().get_public_key()
-        raise LtiException("Unable to find public key")
+        except LtiException as exc:
+            if "Unable to find public key" in str(exc):
+                cache.set(miss, 1, settings.LTI_KEYSET_REFETCH_MIN_SECONDS)
+            raise
 
     # -- extra checks, before pylti1p3 stores anything -----------------------------------------
     def validate_algorithm(self):
