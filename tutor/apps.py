@@ -9,7 +9,9 @@ class TutorConfig(AppConfig):
 
     def ready(self) -> None:
         from tutor import schema  # noqa: F401  (registers the OpenAPI authentication extensions)
+        from tutor.logs import request_logs_redact
 
+        request_logs_redact()
         post_migrate.connect(cache_table_create, sender=self)
 
 
