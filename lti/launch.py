@@ -20,6 +20,17 @@ to the tool and pylti1p3 does not do:
 
 Every failure becomes `LaunchRefused` with plain words; nothing is stored
 before every check has passed.
+
+What is kept of a launch afterwards is decided here too. pylti1p3 would cache the
+whole message (sub, name, email, roles, custom claims…) for 24 hours under
+`lti1p3-launch-<uuid>`; the tool keeps only what a later step reads back:
+
+* a Deep Linking request: the claims its response is signed with (issuer,
+  audience, deployment, the platform's deep-linking settings), nothing about the
+  person, for DEEP_LINK_MAX_AGE_SECONDS (the placement form's life);
+* a Platform Storage launch: nothing on the server; the claims the product uses
+  travel in the signed one-time ticket of the confirmation form;
+* any other launch: nothing.
 """
 
 from __future__ import annotations
@@ -44,6 +55,42 @@ from tutor.models import Role
 CLAIM = "https://purl.imsglobal.org/spec/lti/claim/"
 DL_CLAIM = "https://purl.imsglobal.org/spec/lti-dl/claim/"
 NONCE_LIFETIME_SECONDS = 86400  # pylti1p3 keeps issued nonces this long
+# A Deep Linking request is kept (without its person claims) as long as its placement form lives.
+DEEP_LINK_MAX_AGE_SECONDS = 3600
+
+# The claims the product reads from a launch (`claims_from_body`) and those a deep-linking
+# response is built from. Email, picture, custom and platform claims are never kept.
+USED_CLAIMS = (
+    "iss",
+    "aud",
+    "azp",
+    "sub",
+    "name",
+    "given_name",
+    "family_name",
+    CLAIM + "message_type",
+    CLAIM + "version",
+    CLAIM + "deployment_id",
+    CLAIM + "roles",
+    CLAIM + "context",
+    CLAIM + "resource_link",
+    CLAIM + "for_user",
+    DL_CLAIM + "deep_linking_settings",
+)
+# What a Deep Linking request keeps until its response is sent: nothing about the person.
+DEEP_LINK_CLAIMS = (
+    "iss",
+    "aud",
+    "azp",
+    CLAIM + "message_type",
+    CLAIM + "version",
+    CLAIM + "deployment_id",
+    DL_CLAIM + "deep_linking_settings",
+)
+
+
+def claims_only(body: dict, names: tuple[str, ...]) -> dict:
+    return {name: body[name] for name in names if name in body}
 
 
 class LaunchRefused(DomainError):
@@ -270,6 +317,21 @@ class TutorMessageLaunch(DjangoMessageLaunch):
             )
         return self
 
+    def save_launch_data(self):
+        """Replaces pylti1p3's, which caches the whole message for 24 h (and a hash of the
+        id_token under the state, for a state check this class does not use)."""
+        if self.storage_bound_state is None:
+            self.follow_up_keep()
+        return self
+
+    def follow_up_keep(self) -> None:
+        """Keeps what a later step reads back: a Deep Linking request's response claims."""
+        body = self._get_jwt_body()
+        if body.get(CLAIM + "message_type") != "LtiDeepLinkingRequest":
+            return
+        self.set_launch_data_lifetime(DEEP_LINK_MAX_AGE_SECONDS)
+        self._session_service.save_launch_data(self._launch_id, claims_only(body, DEEP_LINK_CLAIMS))
+
     def use_nonce(self):
         """Atomically marks the nonce as used: a second post of the same id_token is refused."""
         body = self._get_jwt_body()
@@ -418,8 +480,21 @@ def claims_from_body(launch_id: str, body: dict) -> LaunchClaims:
     )
 
 
+def launch_confirmed(request, *, launch_id: str, body: dict) -> tuple[TutorMessageLaunch, LaunchClaims]:
+    """A Platform Storage launch, validated before its confirmation, from the claims its signed
+    ticket carried; a Deep Linking request among them is kept for its response."""
+    message_launch = TutorMessageLaunch(request, ToolConfig(), launch_data_storage=LaunchDataStorage())
+    message_launch.set_launch_id(launch_id).set_auto_validation(enable=False).set_jwt({"body": body})
+    try:
+        message_launch.set_restored().validate_registration()
+    except LtiException as exc:  # the registration was deactivated in between
+        raise refused("launch_gone", "This launch has expired. Open the tutor again from your course.") from exc
+    message_launch.follow_up_keep()
+    return message_launch, claims_from_body(launch_id, body)
+
+
 def restore_launch(request, launch_id: str) -> tuple[TutorMessageLaunch, LaunchClaims]:
-    """A launch validated earlier (pylti1p3 keeps it in the cache), for follow-up steps."""
+    """A Deep Linking request validated earlier (its response claims are cached), for its response."""
     try:
         message_launch = TutorMessageLaunch.from_cache(
             launch_id, request, ToolConfig(), launch_data_storage=LaunchDataStorage()
