@@ -56,6 +56,16 @@ def test_the_launch_session_ends_with_the_launch_token(tool, platform, settings)
     assert review.status_code == 401 and "Open the tutor" in review.text
 
 
+def test_the_review_opens_only_from_the_tutors_own_page(tool, platform):
+    token = token_of(platform.launch(requests.Session(), tool, user="teacher").text)
+    course_id = Course.objects.get().id
+    for headers in ({"Origin": "https://attacker.example"}, {}):
+        elsewhere = requests.Session()
+        refused = elsewhere.post(tool + "/review/enter/", data={"t": token}, headers=headers)
+        assert refused.status_code == 403 and "review_entry_refused" in refused.text
+        assert elsewhere.get(f"{tool}/review/{course_id}/").status_code == 401
+
+
 @pytest.fixture
 def logged_app(transactional_db, settings, monkeypatch):
     """The app under uvicorn at its default log level, with the development LMS registered."""
