@@ -132,7 +132,7 @@ def main() -> None:
     env.pop("DATABASE_URL", None)
     env.pop("REDIS_URL", None)
     manage = [sys.executable, "manage.py"]
-    for command in (["migrate", "-v0"], ["createcachetable"], ["devlms_setup"], ["model_prepare"]):
+    for command in (["migrate", "-v0"], ["devlms_setup"], ["model_prepare"]):
         subprocess.run(manage + command, cwd=ROOT, env=env, check=True, stdout=subprocess.DEVNULL)
     servers = [
         start([*manage, "model_server"], env, var / "vllm.log"),

@@ -12,18 +12,30 @@ to the tool and pylti1p3 does not do:
 * unknown or inactive deployments are refused, never created on the fly
   (django-lti's tool config creates them);
 * a platform key set is cached, and fetched again when a token names a `kid`
-  it does not hold (platforms rotate keys);
+  it does not hold (platforms rotate keys); a `kid` still missing after that
+  fetch is not fetched for again for LTI_KEYSET_REFETCH_MIN_SECONDS (other
+  kids are: a forged kid never delays a genuine rotation);
 * the OIDC state may be bound to the browser by LTI Platform Storage instead of
   a cookie (see `lti.platform_storage`).
 
 Every failure becomes `LaunchRefused` with plain words; nothing is stored
 before every check has passed.
+
+What is kept of a launch afterwards is decided here too. pylti1p3 would cache the
+whole message (sub, name, email, roles, custom claims…) for 24 hours under
+`lti1p3-launch-<uuid>`; the tool keeps only what a later step reads back:
+
+* a Deep Linking request: the claims its response is signed with (issuer,
+  audience, deployment, the platform's deep-linking settings), nothing about the
+  person, for DEEP_LINK_MAX_AGE_SECONDS (the placement form's life);
+* a Platform Storage launch: nothing on the server; the claims the product uses
+  travel in the signed one-time ticket of the confirmation form;
+* any other launch: nothing.
 """
 
 from __future__ import annotations
 
 import hashlib
-import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -43,6 +55,42 @@ from tutor.models import Role
 CLAIM = "https://purl.imsglobal.org/spec/lti/claim/"
 DL_CLAIM = "https://purl.imsglobal.org/spec/lti-dl/claim/"
 NONCE_LIFETIME_SECONDS = 86400  # pylti1p3 keeps issued nonces this long
+# A Deep Linking request is kept (without its person claims) as long as its placement form lives.
+DEEP_LINK_MAX_AGE_SECONDS = 3600
+
+# The claims the product reads from a launch (`claims_from_body`) and those a deep-linking
+# response is built from. Email, picture, custom and platform claims are never kept.
+USED_CLAIMS = (
+    "iss",
+    "aud",
+    "azp",
+    "sub",
+    "name",
+    "given_name",
+    "family_name",
+    CLAIM + "message_type",
+    CLAIM + "version",
+    CLAIM + "deployment_id",
+    CLAIM + "roles",
+    CLAIM + "context",
+    CLAIM + "resource_link",
+    CLAIM + "for_user",
+    DL_CLAIM + "deep_linking_settings",
+)
+# What a Deep Linking request keeps until its response is sent: nothing about the person.
+DEEP_LINK_CLAIMS = (
+    "iss",
+    "aud",
+    "azp",
+    CLAIM + "message_type",
+    CLAIM + "version",
+    CLAIM + "deployment_id",
+    DL_CLAIM + "deep_linking_settings",
+)
+
+
+def claims_only(body: dict, names: tuple[str, ...]) -> dict:
+    return {name: body[name] for name in names if name in body}
 
 
 class LaunchRefused(DomainError):
@@ -124,6 +172,10 @@ def _keyset_cache_key(url: str) -> str:
     return "lti:keyset:" + hashlib.sha256(url.encode()).hexdigest()
 
 
+def _kid_miss_cache_key(url: str, kid: str) -> str:
+    return "lti:keyset-miss:" + hashlib.sha256(f"{url}\x00{kid}".encode()).hexdigest()
+
+
 class TutorMessageLaunch(DjangoMessageLaunch):
     storage_bound_state: dict | None = None
 
@@ -168,11 +220,7 @@ class TutorMessageLaunch(DjangoMessageLaunch):
             ) from exc
         if not isinstance(keyset, dict) or not isinstance(keyset.get("keys"), list):
             raise refused("platform_keys_invalid", "Your LMS's key set URL did not return a JSON Web Key Set.", 502)
-        cache.set(
-            _keyset_cache_key(key_set_url),
-            {"keyset": keyset, "fetched_at": time.time()},
-            settings.LTI_KEYSET_CACHE_SECONDS,
-        )
+        cache.set(_keyset_cache_key(key_set_url), {"keyset": keyset}, settings.LTI_KEYSET_CACHE_SECONDS)
         return keyset
 
     def get_public_key(self):
@@ -181,14 +229,21 @@ class TutorMessageLaunch(DjangoMessageLaunch):
         except LtiException as exc:
             if "Unable to find public key" not in str(exc):
                 raise
-        # A kid we do not know: the platform may have rotated its keys. Fetch once more,
-        # unless we fetched moments ago (a forged kid must not make us hammer the platform).
+        # A kid we do not hold: the platform may have rotated its keys, so fetch its key set again.
+        # Misses are remembered per kid, not per key set: a forged launch naming an unknown kid
+        # must not make the next genuine new kid wait. A kid that was just missing is not fetched
+        # for again for a while, and each fetch costs the caller a whole OIDC login of its own.
         key_set_url = self._registration.get_key_set_url()
-        cached = cache.get(_keyset_cache_key(key_set_url))
-        if cached is None or time.time() - cached["fetched_at"] >= settings.LTI_KEYSET_REFETCH_MIN_SECONDS:
-            self._registration.set_key_set(self._download_keyset(key_set_url))
+        miss = _kid_miss_cache_key(key_set_url, str(self._jwt.get("header", {}).get("kid")))
+        if cache.get(miss) is not None:
+            raise LtiException("Unable to find public key")
+        self._registration.set_key_set(self._download_keyset(key_set_url))
+        try:
             return super().get_public_key()
-        raise LtiException("Unable to find public key")
+        except LtiException as exc:
+            if "Unable to find public key" in str(exc):
+                cache.set(miss, 1, settings.LTI_KEYSET_REFETCH_MIN_SECONDS)
+            raise
 
     # -- extra checks, before pylti1p3 stores anything -----------------------------------------
     def validate_algorithm(self):
@@ -261,6 +316,21 @@ class TutorMessageLaunch(DjangoMessageLaunch):
                 "your role in this course has no access.",
             )
         return self
+
+    def save_launch_data(self):
+        """Replaces pylti1p3's, which caches the whole message for 24 h (and a hash of the
+        id_token under the state, for a state check this class does not use)."""
+        if self.storage_bound_state is None:
+            self.follow_up_keep()
+        return self
+
+    def follow_up_keep(self) -> None:
+        """Keeps what a later step reads back: a Deep Linking request's response claims."""
+        body = self._get_jwt_body()
+        if body.get(CLAIM + "message_type") != "LtiDeepLinkingRequest":
+            return
+        self.set_launch_data_lifetime(DEEP_LINK_MAX_AGE_SECONDS)
+        self._session_service.save_launch_data(self._launch_id, claims_only(body, DEEP_LINK_CLAIMS))
 
     def use_nonce(self):
         """Atomically marks the nonce as used: a second post of the same id_token is refused."""
@@ -410,8 +480,21 @@ def claims_from_body(launch_id: str, body: dict) -> LaunchClaims:
     )
 
 
+def launch_confirmed(request, *, launch_id: str, body: dict) -> tuple[TutorMessageLaunch, LaunchClaims]:
+    """A Platform Storage launch, validated before its confirmation, from the claims its signed
+    ticket carried; a Deep Linking request among them is kept for its response."""
+    message_launch = TutorMessageLaunch(request, ToolConfig(), launch_data_storage=LaunchDataStorage())
+    message_launch.set_launch_id(launch_id).set_auto_validation(enable=False).set_jwt({"body": body})
+    try:
+        message_launch.set_restored().validate_registration()
+    except LtiException as exc:  # the registration was deactivated in between
+        raise refused("launch_gone", "This launch has expired. Open the tutor again from your course.") from exc
+    message_launch.follow_up_keep()
+    return message_launch, claims_from_body(launch_id, body)
+
+
 def restore_launch(request, launch_id: str) -> tuple[TutorMessageLaunch, LaunchClaims]:
-    """A launch validated earlier (pylti1p3 keeps it in the cache), for follow-up steps."""
+    """A Deep Linking request validated earlier (its response claims are cached), for its response."""
     try:
         message_launch = TutorMessageLaunch.from_cache(
             launch_id, request, ToolConfig(), launch_data_storage=LaunchDataStorage()

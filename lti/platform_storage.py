@@ -7,11 +7,17 @@ with `lti.get_data` and posts them with a signed one-time ticket to
 `/lti/launch/confirm/`. Only a page running in the browser that started the
 login can read them, which binds the launch to that browser; the confirm POST
 must come from our own origin.
+
+The ticket also carries the claims of the validated launch that the product uses
+(`lti.launch.USED_CLAIMS`), signed and compressed, so the server keeps nothing of
+the launch between the two steps. The browser holding it is the one that posted
+the id_token, which held all of them already.
 """
 
 from __future__ import annotations
 
 import hmac
+from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 from django.conf import settings
@@ -46,12 +52,18 @@ def storage_state_get(state: str) -> dict | None:
     return cache.get(_state_key(state))
 
 
-def storage_ticket_mint(*, launch_id: str, state: str, nonce: str) -> str:
-    return signing.dumps({"l": launch_id, "s": state, "n": nonce}, salt=TICKET_SALT)
+@dataclass(frozen=True)
+class Redeemed:
+    launch_id: str
+    claims: dict
 
 
-def storage_ticket_redeem(request: HttpRequest, *, ticket: str, state_value: str, nonce_value: str) -> str:
-    """Checks the values read back from platform storage; returns the launch id. One use only."""
+def storage_ticket_mint(*, launch_id: str, state: str, nonce: str, claims: dict) -> str:
+    return signing.dumps({"l": launch_id, "s": state, "n": nonce, "c": claims}, salt=TICKET_SALT, compress=True)
+
+
+def storage_ticket_redeem(request: HttpRequest, *, ticket: str, state_value: str, nonce_value: str) -> Redeemed:
+    """Checks the values read back from platform storage; returns the launch. One use only."""
     public = urlsplit(settings.PUBLIC_BASE_URL)
     if request.headers.get("Origin") != f"{public.scheme}://{public.netloc}":
         raise StorageCheckFailed("The launch confirmation did not come from the tutor's own page.")
@@ -69,4 +81,4 @@ def storage_ticket_redeem(request: HttpRequest, *, ticket: str, state_value: str
     if not cache.add("lti:storage-ticket-used:" + payload["s"], 1, TICKET_MAX_AGE_SECONDS * 2):
         raise StorageCheckFailed("This launch has already been used. Open the tutor again from your course.")
     cache.delete(_state_key(payload["s"]))
-    return payload["l"]
+    return Redeemed(launch_id=payload["l"], claims=payload["c"])

@@ -19,10 +19,14 @@ from lti.deep_linking import TutorLinkResource
 from lti.frames import lms_frameable
 from lti.launch import (
     DATA_PRIVACY_LAUNCH,
+    DEEP_LINK_MAX_AGE_SECONDS,
+    USED_CLAIMS,
     LaunchClaims,
     LaunchDataStorage,
     ToolConfig,
     TutorMessageLaunch,
+    claims_only,
+    launch_confirmed,
     launch_validate,
     refused,
     registration_state,
@@ -35,7 +39,6 @@ from tutor.services import course_enter, person_erase
 from tutor.views import course_home
 
 DEEP_LINK_SALT = "lti.deep-link"
-DEEP_LINK_MAX_AGE_SECONDS = 3600
 DATA_PRIVACY_SALT = "lti.data-privacy"
 DATA_PRIVACY_MAX_AGE_SECONDS = 1800
 
@@ -93,7 +96,12 @@ def launch(request: HttpRequest) -> HttpResponse:
     message_launch, claims = launch_validate(request)
     if message_launch.storage_bound_state is not None:
         record = message_launch.storage_bound_state
-        ticket = storage_ticket_mint(launch_id=claims.launch_id, state=record["state"], nonce=record["nonce"])
+        ticket = storage_ticket_mint(
+            launch_id=claims.launch_id,
+            state=record["state"],
+            nonce=record["nonce"],
+            claims=claims_only(claims.raw, USED_CLAIMS),
+        )
         return render(request, "lti/storage_check.html", {"storage": {**record, "ticket": ticket}})
     return _launch_proceed(request, message_launch, claims)
 
@@ -103,13 +111,13 @@ def launch(request: HttpRequest) -> HttpResponse:
 @lms_frameable
 def launch_confirm(request: HttpRequest) -> HttpResponse:
     """Second step of a Platform Storage launch: the state and nonce read back from the platform."""
-    launch_id = storage_ticket_redeem(
+    redeemed = storage_ticket_redeem(
         request,
         ticket=request.POST.get("ticket", ""),
         state_value=request.POST.get("state", ""),
         nonce_value=request.POST.get("nonce", ""),
     )
-    message_launch, claims = restore_launch(request, launch_id)
+    message_launch, claims = launch_confirmed(request, launch_id=redeemed.launch_id, body=redeemed.claims)
     return _launch_proceed(request, message_launch, claims)
 
 

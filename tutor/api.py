@@ -20,7 +20,7 @@ from rest_framework.views import APIView
 
 from tutor import chat, review
 from tutor.errors import DomainError
-from tutor.models import Conversation, LearnerLevel, ReviewDecision
+from tutor.models import Conversation, LearnerLevel, ReviewDecision, Role
 from tutor.parsers import StrictInputSerializer
 from tutor.selectors import launched_profile
 from tutor.services import training_consent_set, training_opt_out_set
@@ -84,6 +84,24 @@ class TutorSettingsIO(StrictInputSerializer):
     level = serializers.ChoiceField(choices=LearnerLevel.choices)
     reply_language = serializers.CharField(max_length=60)
     socratic = serializers.BooleanField()
+
+
+class TutorSettingsOut(TutorSettingsIO):
+    """What GET answers. The persona and the instructions are the teachers' own words to the
+    tutor: teachers and administrators read them, a student gets the rest (what the tutor is
+    set to teach, at which level, in which language, and whether it is Socratic)."""
+
+    TEACHERS_ONLY = ("persona", "instructions")
+
+    persona = serializers.CharField(required=False, help_text="Teachers and administrators only.")
+    instructions = serializers.CharField(required=False, help_text="Teachers and administrators only.")
+
+    def to_representation(self, instance) -> dict:
+        data = super().to_representation(instance)
+        if not self.context.get("teacher"):
+            for name in self.TEACHERS_ONLY:
+                data.pop(name)
+        return data
 
 
 def conversation_payload(conversation: Conversation, *, with_messages: bool = False) -> dict:
@@ -355,11 +373,13 @@ class MessageRatingApi(APIView):
 
 
 class TutorSettingsApi(APIView):
-    """The launched course's tutor settings; teachers and admins may change them."""
+    """The launched course's tutor settings; teachers and admins read all of them and may change them."""
 
-    @extend_schema(responses=TutorSettingsIO)
+    @extend_schema(responses=TutorSettingsOut)
     def get(self, request: Request) -> Response:
-        return Response(TutorSettingsIO(chat.tutor_settings_get(course_id=request.user.course_id)).data)
+        tutor_settings = chat.tutor_settings_get(course_id=request.user.course_id)
+        teacher = request.user.role in {Role.TEACHER, Role.ADMIN}
+        return Response(TutorSettingsOut(tutor_settings, context={"teacher": teacher}).data)
 
     @extend_schema(request=TutorSettingsIO, responses=TutorSettingsIO)
     def put(self, request: Request) -> Response:

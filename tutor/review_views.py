@@ -1,27 +1,33 @@
 """Teacher review pages (server-rendered; plain forms, no JavaScript needed).
 
-    /review/enter/?t=<launch token>     turns the chat page's launch into a review session
+    /review/enter/  (POST t=<launch token>)  turns the chat page's launch into a review session
     /review/<course>/                   overview, filters, conversations, consent, exports
     /review/<course>/conversations/<id>/  every tutor reply with its review form
 
 They open in a tab of their own (not framed by the LMS). Authentication is the launched
-session; a teacher of course A asking for course B gets 404, a student 403. Every write goes
-through tutor.review's services (recorded with who and when).
+session, which ends with the launch token it was made from; a teacher of course A asking for
+course B gets 404, a student 403. Every write goes through tutor.review's services (recorded
+with who and when).
+
+The launch token reaches /review/enter/ in a POST body, never in a URL: access logs, browser
+history and Referer headers keep URLs, and the token opens a teacher's review.
 """
 
 from __future__ import annotations
 
 from datetime import date
+from urllib.parse import urlsplit
 
 from django.conf import settings
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import render
 from django.urls import reverse
-from django.views.decorators.http import require_GET, require_POST
+from django.views.decorators.csrf import csrf_exempt
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from tutor import review
-from tutor.auth import SESSION_KEY, launch_session_store, launch_token_read
-from tutor.errors import NotAuthenticated
+from tutor.auth import launch_session_enter, launch_session_read, launch_token_read
+from tutor.errors import DomainError, NotAuthenticated
 from tutor.models import Membership, ReviewDecision
 from tutor.services import training_consent_set
 
@@ -33,12 +39,17 @@ RATING_LABELS = [
 ]
 
 
+class ReviewEntryRefused(DomainError):
+    code = "review_entry_refused"
+    status = 403
+    title = "The review could not be opened"
+
+
 def reviewer_from_session(request: HttpRequest, course_id: int) -> Membership:
-    payload = request.session.get(SESSION_KEY)
-    launched = Membership.objects.filter(pk=(payload or {}).get("m")).first() if payload else None
+    launched = launch_session_read(request)
     if launched is None:
         raise NotAuthenticated("Open the tutor from your course, then choose “Review conversations”.")
-    return review.reviewer_get(person_id=launched.person_id, course_id=course_id)
+    return review.reviewer_get(person_id=launched.membership.person_id, course_id=course_id)
 
 
 def _date(value: str | None) -> date | None:
@@ -52,11 +63,25 @@ def _tristate(value: str | None) -> bool | None:
     return {"yes": True, "no": False}.get(value or "")
 
 
-@require_GET
+@csrf_exempt  # the launch token in the body is the credential; the Origin check stops login CSRF
+@require_http_methods(["GET", "POST"])
 def review_enter(request: HttpRequest) -> HttpResponse:
-    launched = launch_token_read(request.GET.get("t", ""))
-    launch_session_store(request, membership_id=launched.membership.id, placement_id=launched.placement_id)
+    if request.method == "GET":
+        # Links of older pages carried the token in the URL; a token there is never accepted.
+        raise ReviewEntryRefused(
+            "This review link is out of date. Open the tutor from your course and choose “Review conversations” again.",
+            code="review_link_outdated",
+            status=400,
+        )
+    public = urlsplit(settings.PUBLIC_BASE_URL)
+    if request.headers.get("Origin") != f"{public.scheme}://{public.netloc}":
+        raise ReviewEntryRefused(
+            "The review can only be opened from the tutor's own page. Open the tutor from your course and choose "
+            "“Review conversations”."
+        )
+    launched = launch_token_read(request.POST.get("t", ""))
     review.reviewer_get(person_id=launched.membership.person_id, course_id=launched.course_id)
+    launch_session_enter(request, launched=launched)
     return HttpResponseRedirect(reverse("review-course", args=[launched.course_id]))
 
 

@@ -195,7 +195,8 @@ LTI_EXTRA_FRAME_ANCESTORS = env_list("LTI_EXTRA_FRAME_ANCESTORS")
 LTI_TRUSTED_AUDIENCES = env_list("LTI_TRUSTED_AUDIENCES")
 # How long a platform's key set is cached before it is fetched again (seconds).
 LTI_KEYSET_CACHE_SECONDS = int(os.environ.get("LTI_KEYSET_CACHE_SECONDS", "3600"))
-# A token naming an unknown kid makes us fetch the key set again, at most this often (seconds).
+# A token naming an unknown kid makes us fetch the key set again; a kid still missing after that
+# fetch is refused without fetching for this long (seconds; per kid, not per key set).
 LTI_KEYSET_REFETCH_MIN_SECONDS = int(os.environ.get("LTI_KEYSET_REFETCH_MIN_SECONDS", "30"))
 # Timeout for fetching a platform's key set or openid configuration (seconds).
 LTI_HTTP_TIMEOUT_SECONDS = float(os.environ.get("LTI_HTTP_TIMEOUT_SECONDS", "10"))

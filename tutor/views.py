@@ -6,7 +6,7 @@ from django.conf import settings
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
 
-from tutor.auth import launch_session_store, launch_token_mint
+from tutor.auth import launch_begin
 from tutor.models import LearnerLevel
 from tutor.services import CourseEntry
 
@@ -15,8 +15,7 @@ def course_home(request: HttpRequest, *, entry: CourseEntry) -> HttpResponse:
     """The page a launch lands on. It carries the launch token for the page's API calls."""
     membership = entry.membership
     placement_id = entry.placement.id if entry.placement else None
-    launch_session_store(request, membership_id=membership.id, placement_id=placement_id)
-    token = launch_token_mint(membership_id=membership.id, placement_id=placement_id)
+    token = launch_begin(request, membership_id=membership.id, placement_id=placement_id)
     return render(
         request,
         "tutor/course_home.html",

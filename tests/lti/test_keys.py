@@ -11,6 +11,7 @@ from django.core.management import call_command
 from django.utils import timezone
 from lti_tool.models import Key
 
+from devlms.platform import SigningKey
 from tests.support.platform import TestPlatform
 
 pytestmark = [pytest.mark.django_db(transaction=True)]
@@ -74,14 +75,28 @@ def test_platform_key_rotation_is_followed_by_refetching_its_key_set(tool, platf
 
 
 @pytest.mark.live
-def test_unknown_kid_right_after_a_fetch_does_not_hammer_the_platform(tool, platform: TestPlatform):
+def test_a_forged_unknown_kid_does_not_delay_a_genuine_key_rotation(tool, platform: TestPlatform):
     assert platform.launch(requests.Session(), tool).status_code == 200
-    platform.rotate_key()
+    forged = SigningKey.generate()  # a kid the platform never published
+    refused = platform.launch(requests.Session(), tool, id_token=lambda claims: platform.sign(claims, key=forged))
+    assert refused.status_code == 403 and "unknown_key" in refused.text
+    assert platform.recorded.keyset_fetches == 2
 
+    platform.rotate_key()  # moments later, the platform really rotates
     response = platform.launch(requests.Session(), tool)
 
-    assert response.status_code == 403 and "unknown_key" in response.text
-    assert platform.recorded.keyset_fetches == 1
+    assert response.status_code == 200, response.text[:500]
+    assert platform.recorded.keyset_fetches == 3
+
+
+@pytest.mark.live
+def test_an_unknown_kid_just_missed_does_not_hammer_the_platform(tool, platform: TestPlatform):
+    assert platform.launch(requests.Session(), tool).status_code == 200
+    forged = SigningKey.generate()
+    for _ in range(3):
+        response = platform.launch(requests.Session(), tool, id_token=lambda claims: platform.sign(claims, key=forged))
+        assert response.status_code == 403 and "unknown_key" in response.text
+    assert platform.recorded.keyset_fetches == 2  # one refetch for that kid, then none for a while
 
 
 @pytest.mark.live

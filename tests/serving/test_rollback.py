@@ -19,6 +19,7 @@ from serving.client import model_for_course
 from serving.models import AdapterVersion
 from tests.support.chat import member
 from tests.support.models import arithmetic_dataset
+from tests.support.review import review_enter
 from training.recipe import TrainConfig, run
 from tutor.models import Course, Message, Role
 
@@ -138,7 +139,7 @@ def test_rollback_of_a_first_adapter_serves_the_base_model_through_vllm(
     call_command("adapters", "promote", "--course", str(course.pk), "--adapter-version", "1")
     assert reply_model(chat_tool, auth, conversation) == first.name
     admin = requests.Session()
-    admin.get(f"{chat_tool}/review/enter/", params={"t": launch_token(platform, chat_tool, "admin", admin)})
+    review_enter(admin, chat_tool, launch_token(platform, chat_tool, "admin", admin))
     page_url = f"{chat_tool}/review/{course.pk}/training/"
     page = admin.get(page_url).text
     assert f"Roll back {first.name} to the base model" in page

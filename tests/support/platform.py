@@ -138,7 +138,12 @@ class TestPlatform:
         from io import StringIO
 
         out = StringIO()
-        call_command(
+        call_command(*self.register_argv(name=name, deployment_id=deployment_id), stdout=out)
+        return json.loads(out.getvalue())
+
+    def register_argv(self, *, name: str = "Test platform", deployment_id: str | None = None) -> list[str]:
+        """`manage.py lti_add_platform` with this platform's details (for another process's database too)."""
+        return [
             "lti_add_platform",
             "--name", name,
             "--issuer", self.issuer,
@@ -147,9 +152,7 @@ class TestPlatform:
             "--auth-token-url", self.token_url,
             "--keyset-url", self.keyset_url,
             "--deployment-id", deployment_id or self.deployment_id,
-            stdout=out,
-        )  # fmt: skip
-        return json.loads(out.getvalue())
+        ]  # fmt: skip
 
     def rotate_key(self, *, keep_old: bool = False) -> SigningKey:
         new = SigningKey.generate()

@@ -82,6 +82,13 @@ def vllm_server() -> Iterator[str]:
 @contextmanager
 def asgi_app(*, vllm_url: str, database_url: str, redis_url: str) -> Iterator[str]:
     """The app under uvicorn, on the test database, like production serves it."""
+    with asgi_app_logged(vllm_url=vllm_url, database_url=database_url, redis_url=redis_url) as (base, _log):
+        yield base
+
+
+@contextmanager
+def asgi_app_logged(*, vllm_url: str, database_url: str, redis_url: str) -> Iterator[tuple[str, Path]]:
+    """The same, with the file uvicorn writes its output to (its access log at the default level)."""
     port = free_port()
     base = f"http://127.0.0.1:{port}"
     env = {
@@ -102,7 +109,7 @@ def asgi_app(*, vllm_url: str, database_url: str, redis_url: str) -> Iterator[st
     )
     try:
         wait_until_up(base + "/healthz", process, log, timeout=60)
-        yield base
+        yield base, log
     finally:
         stop(process)
 

@@ -14,6 +14,7 @@ import requests
 from serving.models import AdapterVersion
 from tests.support.db import database_url_for_tests
 from tests.support.proxy import model_server_proxy
+from tests.support.review import review_enter
 from tests.support.servers import celery_worker
 from tests.support.training import corrected_course, wait_for
 from training.evaluate import gate_questions, gate_replies, replies_score
@@ -204,7 +205,7 @@ def test_a_candidate_whose_sample_replies_fail_is_left_for_an_admin_not_promoted
     browser = requests.Session()
     page = platform.launch(browser, chat_tool, user="admin").text
     token = re.search(r'name="launch-token" content="([^"]+)"', page).group(1)
-    browser.get(f"{chat_tool}/review/enter/", params={"t": token})
+    review_enter(browser, chat_tool, token)
     page = browser.get(f"{chat_tool}/review/{teacher.course_id}/training/").text
     verdict = re.search(r'data-testid="gate-verdict">(.*?)</p>', page, re.S).group(1)
     assert "Not passed" in verdict and "sample replies failed" in verdict
@@ -222,7 +223,7 @@ def test_the_training_page_shows_the_gate_side_by_side_with_its_reasons(tool, pl
     browser = requests.Session()
     page = platform.launch(browser, tool, user="admin").text
     token = re.search(r'name="launch-token" content="([^"]+)"', page).group(1)
-    browser.get(f"{tool}/review/enter/", params={"t": token})
+    review_enter(browser, tool, token)
     course = Course.objects.get()
     current, candidate = scored(chrf=48.25), scored(chrf=31.5, failed=1, empty=1, errors=["The tutor took too long"])
     evaluation = {

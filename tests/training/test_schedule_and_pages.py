@@ -10,6 +10,7 @@ from django.utils import timezone
 
 from serving.models import AdapterVersion
 from tests.support.chat import conversation_for, exchange, member
+from tests.support.review import review_enter
 from training.jobs import job_cancel, job_claim, job_fail
 from training.models import DatasetExport, JobMetric, TrainingJob
 from training.schedule import courses_due_for_retraining
@@ -68,7 +69,7 @@ def test_training_page_is_for_administrators_and_shows_progress(tool, platform):
         browser = requests.Session()
         page = platform.launch(browser, tool, user=user).text
         token = re.search(r'name="launch-token" content="([^"]+)"', page).group(1)
-        browser.get(f"{tool}/review/enter/", params={"t": token})
+        review_enter(browser, tool, token)
         pages[user], bearer[user] = browser, {"Authorization": f"Bearer {token}"}
     course = Course.objects.get()
     dataset = DatasetExport.objects.create(

@@ -210,8 +210,9 @@ def test_student_rates_a_reply_and_teachers_set_the_tutor(chat_tool, platform):
     settings_url = chat_tool + "/api/v1/course/tutor-settings/"
     defaults = requests.get(settings_url, headers=auth).json()
     assert defaults["level"] == "secondary" and defaults["socratic"] is False
-    assert requests.put(settings_url, json={**defaults, "socratic": True}, headers=auth).status_code == 403
     teacher = launch(platform, chat_tool, user="teacher")
+    defaults = requests.get(settings_url, headers=teacher).json()  # with the teachers' own fields
+    assert requests.put(settings_url, json={**defaults, "socratic": True}, headers=auth).status_code == 403
     updated = requests.put(settings_url, json={**defaults, "socratic": True, "subject": "Algebra"}, headers=teacher)
     assert updated.status_code == 200 and updated.json()["socratic"] is True
     from tutor.chat import prompt_messages

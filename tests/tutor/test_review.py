@@ -9,6 +9,7 @@ import requests
 
 from devlms.platform import LIS, DevUser
 from tests.support.chat import conversation_for, exchange
+from tests.support.review import review_enter
 from tutor.models import Flag, Membership, ReplyReview, ReviewEvent
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.live]
@@ -117,7 +118,7 @@ def test_review_writes_are_recorded_with_who_and_when(tool, two_courses):
 def test_review_pages_follow_the_same_rules(tool, platform, two_courses):
     s = two_courses
     teacher = s["teacher_browser"]
-    entered = teacher.get(f"{tool}/review/enter/", params={"t": s["teacher_token"]})
+    entered = review_enter(teacher, tool, s["teacher_token"])
     assert entered.status_code == 200 and "Osmosis" not in entered.text
     course_id = s["reply"].conversation.course_id
     assert entered.url.endswith(f"/review/{course_id}/")
@@ -135,7 +136,7 @@ def test_review_pages_follow_the_same_rules(tool, platform, two_courses):
     assert requests.get(f"{tool}/review/{course_id}/").status_code == 401  # no launch at all
 
     _, student_browser, student_token = launched(platform, tool, "student")
-    assert student_browser.get(f"{tool}/review/enter/", params={"t": student_token}).status_code == 403
+    assert review_enter(student_browser, tool, student_token).status_code == 403
     assert student_browser.get(f"{tool}/review/{course_id}/").status_code == 403
     reply_url = f"{tool}/review/{course_id}/replies/{s['reply'].id}/"
     csrf = student_browser.cookies.get("csrftoken", "")
