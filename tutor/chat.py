@@ -28,12 +28,11 @@ from serving.client import (
     model_for_course,
     prompt_size,
 )
-from tutor import guardrails
+from tutor import guardrails, scrubbing
 from tutor.auth import Launched
 from tutor.errors import DomainError, Forbidden, NotFound
 from tutor.models import Conversation, Flag, Message, MessageStatus, Role, TutorSettings
 from tutor.prompts import system_prompt_for, system_prompt_record
-from tutor.selectors import course_roster_names
 
 logger = logging.getLogger(__name__)
 Sender = Message.Sender
@@ -164,12 +163,10 @@ def unanswered_student_message(*, conversation: Conversation) -> Message | None:
     return None
 
 
-def _scrubbed_fields(*, course_id: int, text: str) -> dict:
-    """The scrubbed copy of a message, made before the row is written."""
-    from tutor import privacy  # Presidio's import takes seconds; commands that never scrub skip it
-
-    scrubbed = privacy.scrub(text, names=course_roster_names(course_id=course_id))
-    return {"content_scrubbed": scrubbed.text, "pii_found": scrubbed.entities}
+def _scrubbed_fields(*, conversation: Conversation, text: str, message_id: int | None = None) -> dict:
+    """The scrubbed copy of a message, made before the row is written: the roster's names and
+    what was found in the conversation's other messages are removed too (tutor.scrubbing)."""
+    return scrubbing.message_scrubbed_fields(conversation=conversation, text=text, message_id=message_id)
 
 
 # -- services ---------------------------------------------------------------------------------------
@@ -205,7 +202,7 @@ def message_post(*, conversation: Conversation, content: str) -> Posted:
     verdict = guardrails.screen_input(content)
     if verdict is None:  # a screened message is answered by the safe reply, never by the model
         message_fits_model(conversation=conversation, content=content)
-    scrubbed = _scrubbed_fields(course_id=conversation.course_id, text=content)
+    scrubbed = _scrubbed_fields(conversation=conversation, text=content)
     system_prompt = system_prompt_get(conversation=conversation) if verdict else ""
     with transaction.atomic():
         return _message_store(
@@ -221,6 +218,7 @@ def _message_store(*, conversation: Conversation, content: str, scrubbed: dict, 
         guardrail=verdict.category if verdict else "",
         **scrubbed,
     )
+    scrubbing.conversation_rescrub(message=message)
     if not conversation.title:
         conversation.title = message.content_scrubbed[:80]
     conversation.save(update_fields=["title", "updated_at"])
@@ -250,7 +248,14 @@ def _reply_finish(reply: Message, *, text: str, system_prompt: str) -> Message:
     """Screens the complete reply and stores it; a reply that trips a rule is replaced and flagged."""
     verdict = guardrails.screen_output(text, system_prompt=system_prompt)
     content = verdict.safe_reply if verdict else text
-    scrubbed = _scrubbed_fields(course_id=reply.conversation.course_id, text=content)
+    scrubbed = _scrubbed_fields(conversation=reply.conversation, text=content, message_id=reply.pk)
+    # Teachers read a flag's reason: the withheld reply goes in scrubbed, and scrubbed before
+    # it is cut (a value cut in half would escape the scrubber).
+    withheld = (
+        scrubbing.text_scrub(conversation=reply.conversation, text=text, exclude_message_id=reply.pk).text
+        if verdict
+        else ""
+    )
     with transaction.atomic():
         reply.content = content
         reply.content_scrubbed, reply.pii_found = scrubbed["content_scrubbed"], scrubbed["pii_found"]
@@ -258,25 +263,27 @@ def _reply_finish(reply: Message, *, text: str, system_prompt: str) -> Message:
         reply.status = MessageStatus.COMPLETE
         reply.completed_at = timezone.now()
         reply.save(update_fields=["content", "content_scrubbed", "pii_found", "guardrail", "status", "completed_at"])
+        scrubbing.conversation_rescrub(message=reply)
         if verdict:
             Flag.objects.create(
                 course_id=reply.conversation.course_id,
                 conversation=reply.conversation,
                 message=reply,
                 category=verdict.category,
-                reason=verdict.flag_reason + " Original reply: " + text[:200],
+                reason=(verdict.flag_reason + " Original reply: " + withheld[:200])[:300],
             )
     return reply
 
 
 def _reply_fail(reply: Message, *, text: str, status: str, error_code: str) -> None:
-    scrubbed = _scrubbed_fields(course_id=reply.conversation.course_id, text=text)
+    scrubbed = _scrubbed_fields(conversation=reply.conversation, text=text, message_id=reply.pk)
     reply.content = text
     reply.content_scrubbed, reply.pii_found = scrubbed["content_scrubbed"], scrubbed["pii_found"]
     reply.status = status
     reply.error_code = error_code
     reply.completed_at = timezone.now()
     reply.save(update_fields=["content", "content_scrubbed", "pii_found", "status", "error_code", "completed_at"])
+    scrubbing.conversation_rescrub(message=reply)
 
 
 def reply_open(*, conversation: Conversation) -> tuple[str, Message]:

@@ -10,7 +10,15 @@ so it is layered with recognizers for what schools have:
 * the ways students introduce people ("my name is …", "hi im …", "Mr …", sign-offs);
 * student id, candidate and library-card numbers; street addresses and postcodes;
 * URLs that point at a person (social profiles, shared documents, links with ids);
-* dates of birth.
+* dates of birth; US social security numbers and usernames or handles introduced as such.
+
+Scrubbing is conversation-aware: `context` (the raw text of the conversation's other
+messages) is analysed too, and every value found there (a student id, a classmate's name…)
+is removed wherever it comes back, the tutor's reply included. The values are derived
+again at each call and never stored (see `KnownValues`).
+
+The language model's PERSON spans are kept only for their name-shaped words: units,
+everyday words ("Always write the unit!") and digits are not names.
 
 Names of public figures ("Newton's second law") are kept: see tutor/data/public_figures.txt.
 The recall of all this is measured on a labelled corpus by tests/tutor/test_privacy.py;
@@ -25,7 +33,8 @@ import threading
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from functools import cache
+from functools import cache, lru_cache
+from itertools import pairwise
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
@@ -69,6 +78,7 @@ ENTITIES = [
     "CREDIT_CARD",
     "IBAN_CODE",
     "US_SSN",
+    "USERNAME",
 ]
 
 _DATA = Path(__file__).parent / "data"
@@ -202,14 +212,137 @@ _EPONYM_FOLLOWS = re.compile(
 )
 
 
-def _looks_like_a_name(span: str, after: str) -> bool:
-    """The NER model's PERSON spans that cannot be someone's: formulas (NaCl, H2O2), links,
-    and eponyms ("Le Chatelier's principle", "Pascal's triangle")."""
-    if any(ch.isdigit() for ch in span) or any(mark in span for mark in ("/", "@", "www")):
+@cache
+def _common_words() -> frozenset[str]:
+    from spacy.lang.en.stop_words import STOP_WORDS
+
+    lines = (_DATA / "common_words.txt").read_text(encoding="utf-8").splitlines()
+    listed = {line.strip().lower() for line in lines if line.strip() and not line.startswith("#")}
+    return frozenset(listed | {w for w in STOP_WORDS if w.isalpha()})
+
+
+def _is_common_word(word: str) -> bool:
+    """An everyday word that is not a name (names that are also words, "Will", "Grace", are not)."""
+    word = word.lower()
+    return word in _common_words() and word not in _COMMON_WORD_NAMES
+
+
+_TITLES = {"mr", "mrs", "ms", "miss", "mx", "dr", "prof", "sir", "madam", "mme", "mlle", "herr", "frau", "coach"}
+# Lower-case words inside a name ("van der Merwe", "Ní Bhriain").
+_NAME_PARTICLES = {
+    "van", "von", "der", "den", "de", "del", "della", "di", "da", "dos", "das", "du", "la", "le", "bin",
+    "binti", "bint", "ibn", "al", "el", "ní", "ni", "nic", "ó", "ap", "ter", "ten",
+}  # fmt: skip
+
+
+def _capitalised_name_word(word: str) -> bool:
+    """Name-shaped: "Aisha", "O'Sullivan", "McDonald", "Adeyemi-Jones", "Geneviève"; not "mL",
+    "SENCo", "CV" or "NaCl"."""
+    parts = [part for part in re.split(r"['’-]", word) if part]
+    if not parts or not all(part.isalpha() for part in parts):
         return False
-    if _CHEMICAL_FORMULA.match(span.replace(" ", "")):
+    if _CHEMICAL_FORMULA.match(word):
         return False
-    return not _EPONYM_FOLLOWS.match(after)
+    for index, part in enumerate(parts):
+        if not part[0].isupper():
+            return False
+        if len(part) == 1:
+            if index == len(parts) - 1:  # "O'" before a name, never a name's last letter
+                return False
+            continue
+        if part[1].isupper() or any(a.isupper() and b.isupper() for a, b in pairwise(part)):
+            return False
+    return True
+
+
+def _name_runs(tokens: Sequence, *, text: str) -> list[tuple[int, int]]:
+    """The parts of a PERSON span (spaCy tokens) that look like someone's name, as (start, end).
+
+    Titles and everyday words split a span ("SENCo Mrs Leary" gives "Leary"); units, digits,
+    links and eponyms ("Pascal's triangle") give nothing. Names typed all in lower case count
+    only when the whole span is lower case ("ask jenny"), and never when they are common words.
+    A span with digits, a formula or a link in it is no one's name ("Balance CH4 + O2").
+    """
+    if any(
+        any(ch.isdigit() for ch in t.text) or any(mark in t.text for mark in ("/", "@", "www")) for t in tokens
+    ) or any(_CHEMICAL_FORMULA.match(t.text) for t in tokens):
+        return []
+    lower_case_span = all(not t.text[:1].isupper() for t in tokens if t.text[:1].isalpha())
+    kinds = []
+    for token in tokens:
+        word = token.text
+        bare = word.rstrip(".")
+        if word in {"-", "'", "’"}:
+            kinds.append("join")
+        elif word.lower() in {"'s", "’s"}:
+            kinds.append("break")
+        elif bare.lower() in _TITLES:
+            kinds.append("break")
+        elif len(bare) == 1 and bare.isupper() and bare.isalpha():
+            kinds.append("initial")
+        elif word.lower() in _NAME_PARTICLES:
+            kinds.append("particle")
+        elif "." in word:
+            kinds.append("break")
+        elif _is_common_word(bare):
+            kinds.append("break")
+        elif _capitalised_name_word(word):
+            kinds.append("name")
+        elif lower_case_span and word.isalpha() and len(word) >= 3 and re.search(r"[aeiouyà-ÿ]", word):
+            kinds.append("name")
+        else:
+            kinds.append("break")
+    runs: list[tuple[int, int]] = []
+    current: list[int] = []
+    for index, kind in enumerate([*kinds, "break"]):
+        if kind != "break":
+            current.append(index)
+            continue
+        while current and kinds[current[-1]] != "name":
+            current.pop()
+        while current and kinds[current[0]] == "join":
+            current.pop(0)
+        if current and "name" in {kinds[i] for i in current}:
+            first, last = tokens[current[0]], tokens[current[-1]]
+            start, end = first.idx, last.idx + len(last.text)
+            if not _EPONYM_FOLLOWS.match(text[end : end + 40]):
+                runs.append((start, end))
+        current = []
+    return runs
+
+
+class NameShapedSpacyRecognizer(SpacyRecognizer):
+    """spaCy's PERSON spans, narrowed to the words that look like a name (`_name_runs`).
+
+    The small English model tags units and sentence-initial words as people in tutoring
+    text ("1 h = 60 min", "Always write the unit!"); a span that holds no name-shaped
+    word is dropped."""
+
+    def __init__(self) -> None:
+        super().__init__(supported_entities=["PERSON"], name="SpacyRecognizer")
+
+    def analyze(self, text, entities, nlp_artifacts=None):
+        results = super().analyze(text, entities, nlp_artifacts)
+        doc = getattr(nlp_artifacts, "tokens", None)
+        if doc is None:
+            return results
+        narrowed = []
+        for result in results:
+            span = doc.char_span(result.start, result.end, alignment_mode="expand")
+            if span is None:
+                continue
+            for start, end in _name_runs(list(span), text=text):
+                narrowed.append(
+                    RecognizerResult(
+                        entity_type=result.entity_type,
+                        start=start,
+                        end=end,
+                        score=result.score,
+                        analysis_explanation=result.analysis_explanation,
+                        recognition_metadata=result.recognition_metadata,
+                    )
+                )
+        return narrowed
 
 
 @cache
@@ -419,9 +552,74 @@ def _context_recognizers() -> list[EntityRecognizer]:
             score=0.9,
             name="EmailShapeRecognizer",
         ),
+        GroupPatternRecognizer(
+            # Presidio's SSN recognizer scores a bare 9-digit number low, and refuses the
+            # sample numbers people also type for real (123-45-6789); said in words it is one.
+            "US_SSN",
+            [
+                r"\b(?i:social\s+security(?:\s+(?:number|no\.?|num|#))?|ss\s?n|soc\.?\s*sec\.?(?:\s+(?:number|no\.?|#))?)"
+                r"(?:'s)?\s*(?i:is|was|:|=|-|#)?\s*(?i:is\s+)?(?P<pii>\d{3}[\s.-]?\d{2}[\s.-]?\d{4})(?![\d-])",
+            ],
+            score=0.8,
+            name="SsnContextRecognizer",
+        ),
+        UsernameRecognizer(),
         DateOfBirthMentionRecognizer(),
         PersonalUrlRecognizer(),
     ]
+
+
+class UsernameRecognizer(GroupPatternRecognizer):
+    """Usernames, gamertags and handles introduced as such ("my username for the reading app:
+    reader_kid42", "my gamertag is ShadowFox"), and @handles. An everyday word after the
+    introduction ("my login is not working") is not a username."""
+
+    APPS = (
+        r"(?:insta(?:gram)?|tiktok|snap(?:chat)?|discord|roblox|minecraft|fortnite|steam|xbox|psn|playstation|epic"
+        r"|twitter|twitch|youtube|reddit|github|scratch|duolingo|kahoot)"
+    )
+    INTRO = (
+        rf"(?:user\s?name|user-name|gamer\s?tag|gamer-tag|screen\s?name|in-game name|ign|handle|nick(?:name)?|alias"
+        rf"|login(?: name| id)?|log-in|account name|profile name|{APPS}(?:\s+(?:name|id|tag|handle|account))?)"
+    )
+    # "for the reading app", "on Roblox", "in minecraft": where the name is used
+    WHERE = r"(?:\s+(?i:for|on|in|at)\s+(?:[\w'’.-]+\s*){1,4}?)?"
+    VALUE = r"[\"'“‘]?(?P<pii>@?[A-Za-z0-9_][A-Za-z0-9_.#-]{1,38}[A-Za-z0-9_])"
+    HANDLE = r"(?<![\w.@/])(?P<pii>@[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z0-9_]+)*)"
+    # @-words of code and chat that are nobody's handle
+    NOT_HANDLES = {
+        "@property", "@staticmethod", "@classmethod", "@dataclass", "@override", "@deprecated", "@media",
+        "@import", "@keyframes", "@font-face", "@param", "@return", "@returns", "@throws", "@author", "@see",
+        "@everyone", "@here", "@channel", "@app", "@pytest", "@test", "@before", "@after", "@echo", "@supports",
+    }  # fmt: skip
+
+    def __init__(self) -> None:
+        possessive = r"\b(?i:my|his|her|our|their|your|ur)\s+(?:[\w'’-]+\s+){0,3}?"
+        named = r"\b(?i:user\s?name|gamer\s?tag|screen\s?name)"
+        separator = r"\s*(?i:is|was|'s|:|=|-|–)\s*(?:(?i:just|literally|still)\s+)?"
+        super().__init__(
+            "USERNAME",
+            [
+                rf"{possessive}(?i:{self.INTRO})\b{self.WHERE}{separator}{self.VALUE}",
+                rf"{named}\b{self.WHERE}{separator}{self.VALUE}",
+                rf"\b(?i:on|in)\s+(?i:{self.APPS})\s*,?\s*(?i:i'?m|i am|it'?s|its|my name is|i go by)\s+{self.VALUE}",
+                self.HANDLE,
+            ],
+            score=0.7,
+            name="UsernameRecognizer",
+        )
+
+    def analyze(self, text, entities, nlp_artifacts=None):
+        found = []
+        for result in super().analyze(text, entities, nlp_artifacts):
+            value = text[result.start : result.end]
+            bare = value.lstrip("@").lower()
+            if value.startswith("@") and value.split(".")[0].lower() in self.NOT_HANDLES:
+                continue
+            if not value.startswith("@") and (_is_common_word(bare) or bare in _NOT_NAMES):
+                continue
+            found.append(result)
+        return found
 
 
 class DateOfBirthMentionRecognizer(GroupPatternRecognizer):
@@ -448,17 +646,31 @@ class DateOfBirthMentionRecognizer(GroupPatternRecognizer):
         return super().analyze(text, entities, nlp_artifacts)
 
 
-def _roster_recognizers(names: Iterable[str]) -> list[EntityRecognizer]:
-    """The course's own people, matched wherever they appear (possessives included)."""
+def _name_variants(names: Iterable[str]) -> tuple[set[str], set[str]]:
+    """Each full name and its parts, split into those matched in any case and those matched
+    only capitalised (everyday words: "Will", "Grace", "Student"). Parts that hold a digit or
+    are lower-case particles ("van", "de") are not names on their own."""
     loose: set[str] = set()
     capitalised: set[str] = set()
     for full in names:
         full = " ".join(full.split())
-        if not full:
+        if not full or not any(ch.isalpha() for ch in full):
             continue
-        parts = [p for p in re.split(r"[\s-]+", full) if len(p) >= 2]
+        parts = [
+            p
+            for p in re.split(r"[\s-]+", full)
+            if len(p) >= 2 and not any(ch.isdigit() for ch in p) and p not in _NAME_PARTICLES
+        ]
         for variant in {full, *parts}:
-            (capitalised if variant.lower() in _COMMON_WORD_NAMES else loose).add(variant)
+            everyday = variant.lower() in _COMMON_WORD_NAMES or (" " not in variant and _is_common_word(variant))
+            (capitalised if everyday else loose).add(variant)
+    return loose, capitalised
+
+
+def _roster_recognizers(names: Iterable[str], *, name: str = "RosterRecognizer") -> list[EntityRecognizer]:
+    """The course's own people (or the people named earlier in a conversation), matched
+    wherever they appear (possessives included)."""
+    loose, capitalised = _name_variants(names)
     recognizers: list[EntityRecognizer] = []
     for words, flags, suffix in ((loose, re.IGNORECASE, "loose"), (capitalised, 0, "capitalised")):
         if words:
@@ -470,7 +682,7 @@ def _roster_recognizers(names: Iterable[str]) -> list[EntityRecognizer]:
                     if flags
                     else [rf"(?<![\w@.])(?P<pii>{alternatives})(?![\w@])"],
                     score=0.9,
-                    name=f"RosterRecognizer-{suffix}",
+                    name=f"{name}-{suffix}",
                 )
             )
     return recognizers
@@ -480,6 +692,72 @@ def _roster_recognizers(names: Iterable[str]) -> list[EntityRecognizer]:
 class Scrubbed:
     text: str
     entities: dict[str, int] = field(default_factory=dict)  # counts per type; never the values
+
+
+# A value shorter than this (in letters and digits) is not looked for elsewhere in the
+# conversation: "42" or "2AB" would hit ordinary numbers and words.
+KNOWN_VALUE_MIN_CHARS = 4
+_TAG = re.compile(r"<[A-Z_]+>")
+
+
+def _value_pattern(value: str) -> str:
+    """The value's letters and digits in order, whatever separates them: "07700 900123" also
+    matches "07700900123" and "07700-900-123"."""
+    return r"[\W_]{0,3}".join(re.escape(ch) for ch in value if ch.isalnum())
+
+
+@dataclass(frozen=True)
+class KnownValues:
+    """What the scrubber found in a conversation's other messages, to remove wherever it comes
+    back. Always derived again from those messages' raw text (which the database keeps anyway
+    for the student): the values themselves are never written anywhere new."""
+
+    names: tuple[str, ...] = ()
+    values: tuple[tuple[str, str], ...] = ()  # (entity type, value as written)
+
+    def __bool__(self) -> bool:
+        return bool(self.names or self.values)
+
+    def recognizers(self) -> list[EntityRecognizer]:
+        recognizers = _roster_recognizers(self.names, name="ConversationNameRecognizer")
+        by_type: dict[str, list[str]] = {}
+        for entity, value in self.values:
+            by_type.setdefault(entity, []).append(_value_pattern(value))
+        for entity, patterns in sorted(by_type.items()):
+            alternatives = "|".join(sorted(set(patterns), key=len, reverse=True))
+            recognizers.append(
+                GroupPatternRecognizer(
+                    entity,
+                    [rf"(?<![A-Za-z0-9])(?P<pii>(?i:{alternatives}))(?![A-Za-z0-9])"],
+                    score=0.95,
+                    name=f"ConversationValueRecognizer-{entity}",
+                )
+            )
+        return recognizers
+
+    def redact(self, text: str) -> Scrubbed:
+        """`text`, already scrubbed, with these values removed too. Patterns only (no language
+        model), so a second pass only ever removes more: what an earlier pass removed stays removed,
+        even if the roster has changed since (an erased classmate)."""
+        if not self or not text:
+            return Scrubbed(text=text)
+        tags = [m.span() for m in _TAG.finditer(text)]
+        results = [
+            result
+            for recognizer in self.recognizers()
+            for result in recognizer.analyze(text, ENTITIES)
+            if not any(start < result.end and result.start < end for start, end in tags)
+        ]
+        if not results:
+            return Scrubbed(text=text)
+        anonymized = _anonymizer().anonymize(text=text, analyzer_results=results)
+        counts = Counter(item.entity_type for item in anonymized.items)
+        return Scrubbed(text=anonymized.text, entities=dict(sorted(counts.items())))
+
+
+@cache
+def _anonymizer() -> AnonymizerEngine:
+    return AnonymizerEngine()
 
 
 class Scrubber:
@@ -517,7 +795,7 @@ class Scrubber:
         nlp_engine = provider.create_engine()
         registry = RecognizerRegistry(supported_languages=["en"])
         for recognizer in (
-            SpacyRecognizer(supported_entities=["PERSON"]),
+            NameShapedSpacyRecognizer(),
             EmailRecognizer(),
             PhoneRecognizer(supported_regions=PHONE_REGIONS),
             CreditCardRecognizer(),
@@ -530,16 +808,18 @@ class Scrubber:
         self.analyzer = AnalyzerEngine(nlp_engine=nlp_engine, registry=registry, supported_languages=["en"])
         self.anonymizer = AnonymizerEngine()
 
-    def analyze(self, text: str, *, names: Sequence[str] = ()) -> list[RecognizerResult]:
+    def analyze(
+        self, text: str, *, names: Sequence[str] = (), known: KnownValues = KnownValues()
+    ) -> list[RecognizerResult]:
         results = self.analyzer.analyze(
             text=text,
             language="en",
             entities=ENTITIES,
             score_threshold=SCORE_THRESHOLD,
-            ad_hoc_recognizers=_roster_recognizers(names) or None,
+            ad_hoc_recognizers=[*_roster_recognizers(names), *known.recognizers()] or None,
         )
         figures = _public_figures()
-        roster = {_normal_name(n) for full in names for n in [full, *full.split()]}
+        roster = {_normal_name(n) for full in [*names, *known.names] for n in [full, *full.split()]}
         mentions = _public_figure_mentions(text)
         kept = []
         for result in results:
@@ -548,19 +828,31 @@ class Scrubber:
                 recognizer = (result.recognition_metadata or {}).get("recognizer_name", "")
                 if any(start <= result.start and result.end <= end for start, end in mentions):
                     continue  # part of "Martin Luther King", even if a classmate is called Martin
-                if not recognizer.startswith("Roster"):
+                if not recognizer.startswith(("Roster", "Conversation")):
                     if _normal_name(span_text) in figures and _normal_name(span_text) not in roster:
-                        continue
-                    after = text[result.end : result.end + 40]
-                    if recognizer == "SpacyRecognizer" and not _looks_like_a_name(span_text, after):
                         continue
             kept.append(result)
         return kept
 
-    def scrub(self, text: str, *, names: Sequence[str] = ()) -> Scrubbed:
+    def known_values(self, texts: Iterable[str], *, names: Sequence[str] = ()) -> KnownValues:
+        """The values found in `texts` (a conversation's other messages, raw), each on its own."""
+        roster = tuple(sorted(set(names)))
+        people: set[str] = set()
+        values: set[tuple[str, str]] = set()
+        for text in texts:
+            for entity, value, recognizer in _found(text, roster):
+                if entity == "PERSON":
+                    if not recognizer.startswith("Roster"):  # the roster is matched anyway
+                        people.add(value)
+                elif sum(ch.isalnum() for ch in value) >= KNOWN_VALUE_MIN_CHARS:
+                    values.add((entity, value))
+        return KnownValues(names=tuple(sorted(people)), values=tuple(sorted(values)))
+
+    def scrub(self, text: str, *, names: Sequence[str] = (), context: Sequence[str] = ()) -> Scrubbed:
         if not text.strip():
             return Scrubbed(text=text)
-        results = self.analyze(text, names=names)
+        known = self.known_values(context, names=names) if context else KnownValues()
+        results = self.analyze(text, names=names, known=known)
         if not results:
             return Scrubbed(text=text)
         anonymized = self.anonymizer.anonymize(text=text, analyzer_results=results)
@@ -582,6 +874,27 @@ def scrubber() -> Scrubber:
     return _scrubber
 
 
-def scrub(text: str, *, names: Sequence[str] = ()) -> Scrubbed:
-    """`text` with personal data replaced by `<TYPE>` tags; `names` are the course roster's names."""
-    return scrubber().scrub(text, names=names)
+def scrub(text: str, *, names: Sequence[str] = (), context: Sequence[str] = ()) -> Scrubbed:
+    """`text` with personal data replaced by `<TYPE>` tags. `names` are the course roster's
+    names; `context` the raw text of the conversation's other messages, whose values are
+    removed from `text` too."""
+    return scrubber().scrub(text, names=names, context=context)
+
+
+@lru_cache(maxsize=4096)
+def _found(text: str, roster: tuple[str, ...]) -> tuple[tuple[str, str, str], ...]:
+    """A message's findings (type, value, recognizer), kept in this process's memory only: the
+    same earlier messages are the context of every later one."""
+    return tuple(
+        (
+            result.entity_type,
+            text[result.start : result.end],
+            (result.recognition_metadata or {}).get("recognizer_name", ""),
+        )
+        for result in scrubber().analyze(text, names=roster)
+    )
+
+
+def known_values(texts: Iterable[str], *, names: Sequence[str] = ()) -> KnownValues:
+    """The values the scrubber finds in `texts` (raw messages), to remove from other text."""
+    return scrubber().known_values(texts, names=names)

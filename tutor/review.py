@@ -15,6 +15,7 @@ from django.db.models import Count, Exists, OuterRef, Q, QuerySet
 from django.db.models.functions import TruncWeek
 from django.utils import timezone
 
+from tutor import scrubbing
 from tutor.errors import Forbidden, NotFound
 from tutor.models import (
     Conversation,
@@ -26,7 +27,6 @@ from tutor.models import (
     ReviewDecision,
     Role,
 )
-from tutor.selectors import course_roster_names
 from tutor.services import review_event_record
 
 REVIEWER_ROLES = {Role.TEACHER, Role.ADMIN}
@@ -182,9 +182,10 @@ def reply_review_update(
     correction: str | None = None,
     decision: str | None = None,
 ) -> ReplyReview:
-    """Ratings (True/False/None per field), the corrected ideal reply, approve/reject/reset."""
-    from tutor import privacy
+    """Ratings (True/False/None per field), the corrected ideal reply, approve/reject/reset.
 
+    Teachers are shown the correction's scrubbed copy: sent back unchanged, it leaves the
+    correction as it is (the form and the API send the whole correction with every save)."""
     message = _reply_for_review(reviewer=reviewer, message_id=message_id)
     review, _ = ReplyReview.objects.select_for_update().get_or_create(message=message)
     changes: dict = {}
@@ -194,9 +195,10 @@ def reply_review_update(
         if getattr(review, name) != value:
             setattr(review, name, value)
             changes[name] = value
-    if correction is not None and correction.strip() != review.correction:
+    if correction is not None and correction.strip() not in {review.correction, review.correction_scrubbed}:
         review.correction = correction.strip()
-        scrubbed = privacy.scrub(review.correction, names=course_roster_names(course_id=reviewer.course_id))
+        # It takes the reply's place: what the conversation holds (the student's id…) goes too.
+        scrubbed = scrubbing.text_scrub(conversation=message.conversation, text=review.correction)
         review.correction_scrubbed = scrubbed.text
         changes["correction"] = {"chars": len(review.correction), "pii_found": scrubbed.entities}
     if decision is not None and decision != review.decision:
@@ -229,12 +231,14 @@ def message_flag_set(*, reviewer: Membership, message_id: int, flagged: bool, re
         raise NotFound("No such message in this course.")
     open_flags = Flag.objects.filter(message=message, resolved_at__isnull=True)
     if flagged and not open_flags.exists():
+        if reason.strip():  # every teacher of the course reads it
+            reason = scrubbing.text_scrub(conversation=message.conversation, text=reason.strip()).text
         Flag.objects.create(
             course_id=reviewer.course_id,
             conversation=message.conversation,
             message=message,
             category="teacher",
-            reason=(reason or "Flagged by a teacher.")[:300],
+            reason=(reason.strip() or "Flagged by a teacher.")[:300],
             raised_by=reviewer.person,
         )
         review_event_record(course_id=reviewer.course_id, actor=reviewer.person, action="flag", message_id=message.id)

@@ -16,6 +16,8 @@ from pathlib import Path
 import pytest
 import requests
 
+from tests.support.review import review_enter
+
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.live]
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -80,7 +82,7 @@ def test_a_training_action_with_a_malformed_job_id_is_a_400_page(tool, platform)
     page = platform.launch(browser, tool, user="admin")
     assert page.status_code == 200
     token = re.search(r'name="launch-token" content="([^"]+)"', page.text).group(1)
-    review = browser.get(tool + "/review/enter/?t=" + token)
+    review = review_enter(browser, tool, token)
     course_id = re.search(r"/review/(\d+)/", review.url).group(1)
     training_page = browser.get(f"{tool}/review/{course_id}/training/")
     csrf = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', training_page.text).group(1)

@@ -30,7 +30,9 @@ def test_a_message_over_the_models_context_is_refused_before_it_is_stored(chat_t
     conversation_id = start(chat_tool, auth)
 
     refused = requests.post(
-        f"{chat_tool}/api/v1/conversations/{conversation_id}/messages/", json={"content": EMOJI_MESSAGE}, headers=auth
+        f"{chat_tool}/api/v1/conversations/{conversation_id}/messages/",
+        json={"content": EMOJI_MESSAGE},
+        headers=auth,
     )
     assert refused.status_code == 400, refused.text
     error = refused.json()["error"]
@@ -41,7 +43,9 @@ def test_a_message_over_the_models_context_is_refused_before_it_is_stored(chat_t
 
     # The same conversation goes on.
     answered = requests.post(
-        f"{chat_tool}/api/v1/conversations/{conversation_id}/messages/", json={"content": "What is 2 + 2?"}, headers=auth
+        f"{chat_tool}/api/v1/conversations/{conversation_id}/messages/",
+        json={"content": "What is 2 + 2?"},
+        headers=auth,
     )
     assert answered.status_code == 201, answered.text
     assert answered.json()["reply"]["status"] == "complete"
@@ -67,7 +71,9 @@ def test_a_stored_message_over_the_context_does_not_break_the_conversation(chat_
     assert events[1][1]["code"] == "message_too_long"
 
     answered = requests.post(
-        f"{chat_tool}/api/v1/conversations/{conversation_id}/messages/", json={"content": "What is 3 + 4?"}, headers=auth
+        f"{chat_tool}/api/v1/conversations/{conversation_id}/messages/",
+        json={"content": "What is 3 + 4?"},
+        headers=auth,
     )
     assert answered.status_code == 201, answered.text
     assert answered.json()["reply"]["status"] == "complete" and answered.json()["reply"]["content"].strip()
@@ -113,7 +119,9 @@ def test_model_server_down_at_posting_keeps_the_message(chat_tool, platform, set
     conversation_id = start(chat_tool, auth)
     settings.VLLM_BASE_URL = "http://127.0.0.1:9"  # nothing listens there
     posted = requests.post(
-        f"{chat_tool}/api/v1/conversations/{conversation_id}/messages/", json={"content": "Are you there?"}, headers=auth
+        f"{chat_tool}/api/v1/conversations/{conversation_id}/messages/",
+        json={"content": "Are you there?"},
+        headers=auth,
     )
     assert posted.status_code == 503, posted.text
     assert posted.json()["error"]["detail"]["retry"] is True
