@@ -136,8 +136,8 @@ def message_claims(
         claims[LTI + "custom"] = custom
     if message_type == DATA_PRIVACY_LAUNCH:
         person = for_user or user
-        # pylti1p3's shape of the claim (the draft spec's example): the person's LMS id is `id`.
-        claims[LTI + "for_user"] = {"id": person.sub, "roles": list(person.roles)}
+        # The person's LMS id is `user_id` (pylti1p3's claim type, Canvas, other LTI libraries).
+        claims[LTI + "for_user"] = {"user_id": person.sub, "roles": list(person.roles)}
         return claims
     claims[LTI + "context"] = course or COURSE
     if message_type == "LtiResourceLinkRequest":

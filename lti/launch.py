@@ -145,6 +145,14 @@ class ToolConfig(DjangoToolConfig):
 DATA_PRIVACY_LAUNCH = "DataPrivacyLaunchRequest"
 
 
+def _for_user_id(claim) -> str:
+    """Whose data a Data Privacy Launch concerns: `for_user.user_id`, as pylti1p3's claim type,
+    Canvas and other LTI libraries name it (`id` in an early draft's example, still read)."""
+    if not isinstance(claim, dict):
+        return ""
+    return str(claim.get("user_id") or claim.get("id") or "")
+
+
 @dataclass(frozen=True)
 class LaunchClaims:
     """What the rest of the product needs from a validated launch, as plain values."""
@@ -475,7 +483,7 @@ def claims_from_body(launch_id: str, body: dict) -> LaunchClaims:
         full_name=str(body.get("name", "")),
         given_name=str(body.get("given_name", "")),
         family_name=str(body.get("family_name", "")),
-        for_user_id=str((body.get(CLAIM + "for_user") or {}).get("id", "")),
+        for_user_id=_for_user_id(body.get(CLAIM + "for_user")),
         raw=body,
     )
 

@@ -43,17 +43,23 @@ class JSONParser(parsers.JSONParser):
 
 
 class StrictInputSerializer(serializers.Serializer):
-    """An input serializer that takes JSON values of the types its schema names: DRF's fields
-    coerce (`0` reads as false, `5` as the text "5", "7" as the number 7), which makes the API
-    accept what its OpenAPI schema says is invalid."""
+    # Takes JSON values of the types its schema names, and no field it does not know: DRF's fields
+    # coerce (`0` reads as false, `5` as the text "5", "7" as the number 7) and ignore unknown keys
+    # (a misspelt field is silently dropped), so the API would accept what its OpenAPI schema calls
+    # invalid. (A comment, not a docstring: drf-spectacular would copy a docstring into every
+    # input component's description.) The schema says `additionalProperties: false` (tutor/schema.py).
 
     def to_internal_value(self, data):
         if isinstance(data, dict):
-            errors = {}
+            errors = {
+                name: ["Not a field of this request."]
+                for name in data
+                if name not in self.fields or self.fields[name].read_only
+            }
             for name, field in self.fields.items():
-                if field.read_only or (field.source not in data and name not in data):
+                if field.read_only or name not in data:
                     continue
-                value = data.get(name)
+                value = data[name]
                 if value is None or _json_type_matches(field, value):
                     continue
                 errors[name] = [f"Must be {_json_type_name(field)}, not {type(value).__name__}."]

@@ -84,6 +84,14 @@ class TutorAutoSchema(AutoSchema):
                 responses[str(status)] = response
         return responses
 
+    def _map_basic_serializer(self, serializer, direction):
+        schema = super()._map_basic_serializer(serializer, direction)
+        from tutor.parsers import StrictInputSerializer
+
+        if direction == "request" and isinstance(serializer, StrictInputSerializer):
+            schema["additionalProperties"] = False  # unknown fields are refused (tutor/parsers.py)
+        return schema
+
     def _error_statuses(self) -> list[int]:
         statuses = {401, 403, 404, 503}
         if self.method in {"POST", "PUT", "PATCH"} or self._get_filter_parameters() or self.get_override_parameters():

@@ -103,7 +103,7 @@ def test_data_privacy_launch_erases_after_confirmation(tool, platform):
             user=user,
             message_type="DataPrivacyLaunchRequest",
             lti_context=DROP,
-            lti_for_user={"id": for_user},
+            lti_for_user={"user_id": for_user},
         )
 
     refused = privacy_launch("teacher", "devlms-student-1")  # a teacher may not erase a student
