@@ -164,3 +164,15 @@ def test_a_withheld_reply_is_replaced_in_the_courses_language_and_flagged():
     flag = Flag.objects.get(message=reply)
     assert flag.reason.startswith(guardrails.FLAG_REASONS["unsafe_output"] + " Original reply: ")
     assert Conversation.objects.get(pk=conversation.pk).messages.count() == 2
+
+
+def test_a_screened_message_is_answered_in_the_courses_reply_language(settings):
+    from tutor.chat import message_post
+
+    settings.SAFETY_REGION = "DE"
+    student = member("sub-lena")
+    TutorSettings.objects.update_or_create(course_id=student.course_id, defaults={"reply_language": "Deutsch"})
+    posted = message_post(conversation=conversation_for(student), content="kms")
+    assert posted.screened_reply.content.startswith("Es tut mir sehr leid, dass es dir so geht.")
+    assert "Nummer gegen Kummer anrufen: 116 111" in posted.screened_reply.content
+    assert Flag.objects.get(message=posted.message).category == "self_harm"
