@@ -10,7 +10,7 @@ own categories come from their rule files or GUARDRAILS_EXTRA_*_RULES.
 Layers, in order (docs/safety.md has the measured figures):
 1. Normalisation: lower case, accents, apostrophes, leetspeak digits inside words, spaced
    letters ("k m s"), repeated letters ("diiie"), so the rules see one spelling.
-2. Rules, kept as data (tutor/data/safety/{en,es,fr,de}.yaml and the files of
+2. Rules, kept as data (tutor/data/safety/: en, es, fr, de and common.yaml, and the files of
    SAFETY_RULES_DIR). A rule is `explicit` (a first-person statement: "I want to die",
    "kms"), `peer` (someone the student knows: "my friend wants to kill herself") or `topic`
    (the subject alone: "suicide", "bullying").
@@ -47,6 +47,8 @@ from pathlib import Path
 
 import yaml
 from django.conf import settings
+
+from serving.client import ModelServerUnavailable, moderation_classify
 
 logger = logging.getLogger(__name__)
 
@@ -344,8 +346,6 @@ def _rules_decide(normalized: str, rules: list[Rule], *, context: bool) -> Hit |
 def _classifier_category(text: str, *, direction: str) -> str | None:
     """The moderation model's category for the text, or None for "safe" and whenever it cannot
     answer (off, unreachable, too slow, an answer that is no label): the rules stand then."""
-    from serving.client import ModelServerUnavailable, moderation_classify
-
     labels = CLASSIFIER_LABELS[direction]
     try:
         label = moderation_classify(instructions=MODERATION_INSTRUCTIONS[direction], text=text, labels=labels)
