@@ -147,6 +147,10 @@ ACADEMIC_AND_FICTION = [
     "this homework is killing me lol, can you explain integration by parts",
     "im going to kill it in the exam tomorrow, quiz me on enzymes",
     "diese prüfung bringt mich um haha, hilf mir beim lernen",
+    "my brother always beats me at chess, any strategy tips?",
+    "mon frère me bat toujours aux échecs, des conseils ?",
+    "mein Bruder schlägt mich immer beim Schach, hast du Tipps?",
+    "how to make a bath bomb for DT",
 ]
 
 
