@@ -151,6 +151,8 @@ ACADEMIC_AND_FICTION = [
     "mon frère me bat toujours aux échecs, des conseils ?",
     "mein Bruder schlägt mich immer beim Schach, hast du Tipps?",
     "how to make a bath bomb for DT",
+    "j'ai oublié les règles de grammaire, tu peux m'aider ?",
+    "i forgot the rules for dividing fractions, can you remind me",
 ]
 
 
