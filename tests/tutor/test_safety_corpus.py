@@ -5,11 +5,13 @@ tests/tutor/data/safety_corpus.jsonl: one message a line, {"text", "lang", "labe
 phrased (direct, slang, euphemism, peer, disclosure, bullying, request, threat, override,
 extraction, roleplay) or, for safe messages, why it is sensitive (academic, fiction, idiom,
 personal) or that it is not (ordinary). All of it was written for these tests, in English,
-Spanish, French and German. The `holdout` split was written and committed first, before any
-rule; the rules were then written against the `tune` split, and the held-out misses were left
-as they were. The targets (issue 11) apply to the whole corpus, with the rules alone (no
-moderation model): self-harm and abuse recall at least 95%, false positives on the
-safe-but-sensitive messages at most 5%. The figures are printed and recorded in docs/safety.md.
+Spanish, French and German, in three splits: `holdout` was written and committed first, before
+any rule, and its misses were left as they were; the rules were written against `tune`;
+`fresh` was written after the rules, measured once (self-harm 15/25, abuse 10/17), and then
+the rules were fixed for what it showed. The targets (issue 11) apply to the whole corpus, with
+the rules alone (no moderation model): self-harm and abuse recall at least 95%, false
+positives on the safe-but-sensitive messages at most 5%. The figures are printed and recorded
+in docs/safety.md.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ pytestmark = pytest.mark.fast
 
 CORPUS = Path(__file__).parent / "data" / "safety_corpus.jsonl"
 CATEGORIES = guardrails.INPUT_CATEGORIES
+SPLITS = ("holdout", "tune", "fresh")
 
 
 def corpus() -> list[dict]:
@@ -91,14 +94,14 @@ def test_the_corpus_is_several_hundred_messages_in_four_languages():
     for language in ("en", "es", "fr", "de"):
         labels = Counter(row["label"] for row in rows if row["lang"] == language)
         assert all(labels[category] for category in CATEGORIES), f"{language} lacks a category: {labels}"
-    assert {row["split"] for row in rows} == {"holdout", "tune"}
+    assert {row["split"] for row in rows} == set(SPLITS)
     assert len({row["text"] for row in rows}) == len(rows), "a message appears twice"
 
 
 def test_rules_alone_meet_the_targets_on_the_whole_corpus(capsys):
     rows = corpus()
     whole = figures(rows)
-    by_split = {split: figures([row for row in rows if row["split"] == split]) for split in ("holdout", "tune")}
+    by_split = {split: figures([row for row in rows if row["split"] == split]) for split in SPLITS}
     without_context = figures(rows, context=False)
     with capsys.disabled():
         report(f"Safety corpus, rules alone: {len(rows)} messages", whole)
