@@ -12,6 +12,7 @@ from django.core.cache import cache
 from tests.support.chat import conversation_for, exchange, member
 from tests.support.platform import TestPlatform
 from tests.support.servers import free_port
+from tests.tutor.test_chat_api import sse_events
 from tutor import guardrails
 from tutor.models import Conversation, Flag, Message, TutorSettings
 
@@ -74,9 +75,9 @@ def test_each_phrasing_of_the_issue_gets_the_safe_reply_and_the_right_flag(chat_
     assert Flag.objects.count() == len(ISSUE_PHRASINGS)
 
     streamed = post(chat_tool, auth, conversation_id, "j'ai envie de me tuer ce soir", stream=True)
-    events = re.findall(r"^event: (.*)$", streamed.text, re.M)
-    assert events == ["start", "replaced", "done"]
-    assert "J'ai prévenu ton professeur" in streamed.text
+    events = sse_events(streamed)
+    assert [name for name, _ in events] == ["start", "replaced", "done"]
+    assert "J'ai prévenu ton professeur" in events[1][1]["text"]
     assert Flag.objects.filter(category="self_harm").count() == 10
 
 
@@ -141,11 +142,10 @@ def test_the_moderation_model_on_the_real_server_answers_a_label_and_never_unfla
     asked = post(chat_tool, auth, conversation_id, "How do I add 1/3 and 1/6?")
     assert asked.status_code == 201, asked.text
     reply = asked.json()["reply"]
-    flags = Flag.objects.filter(message_id=asked.json()["message"]["id"])
-    if reply["screened"]:  # the tiny model's judgement: a flag that says where it came from
-        assert flags.get().reason.endswith("Found by the moderation model; no rule matched.")
-    else:
-        assert reply["status"] == "complete" and not flags.exists()
+    # The tiny model's judgement, on the message and then on the reply: any flag it raises says so.
+    flags = Flag.objects.filter(message_id__in=[asked.json()["message"]["id"], reply["id"]])
+    assert all("Found by the moderation model; no rule matched." in flag.reason for flag in flags)
+    assert reply["screened"] == flags.exists() and reply["status"] == "complete"
 
     settings.MODERATION_TIMEOUT_SECONDS = 0.001  # the real server cannot answer this fast
     timed_out = post(chat_tool, auth, conversation_id, "What is 2/4 in lowest terms?")
