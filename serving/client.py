@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import weakref
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from functools import cache
 
@@ -168,6 +168,39 @@ def prompt_size(*, messages: list[dict]) -> PromptSize:
         raise ModelServerUnavailable(
             "The tutor's model server cannot be reached. Your message is saved; try again in a moment."
         ) from exc
+
+
+@cache
+def _moderation_client(base_url: str, timeout_seconds: float) -> openai.OpenAI:
+    timeout = httpx.Timeout(timeout_seconds, connect=min(timeout_seconds, settings.MODEL_CONNECT_TIMEOUT_SECONDS))
+    return openai.OpenAI(base_url=base_url + "/v1", api_key="unused", max_retries=0, timeout=timeout)
+
+
+def moderation_classify(*, instructions: str, text: str, labels: Sequence[str]) -> str:
+    """One of `labels` for `text`, as the served base model judges it under `instructions`.
+
+    The base model, never a course's adapter (adapters are tutors, not classifiers); greedy;
+    vLLM's structured outputs restrict the answer to the labels, and an answer that is still
+    no label counts as a failure. MODERATION_TIMEOUT_SECONDS bounds the whole call, so a
+    slow server costs the chat that long at most. Raises ModelServerUnavailable."""
+    client = _moderation_client(settings.VLLM_BASE_URL, settings.MODERATION_TIMEOUT_SECONDS)
+    try:
+        completion = client.chat.completions.create(
+            model=settings.MODEL_SERVED_NAME,
+            messages=[
+                {"role": "system", "content": instructions},
+                {"role": "user", "content": text},
+            ],
+            max_tokens=16,
+            temperature=0,
+            extra_body={"structured_outputs": {"choice": list(labels)}},
+        )
+    except openai.OpenAIError as exc:
+        raise _unavailable(exc) from exc
+    answer = (completion.choices[0].message.content or "").strip().strip(".").lower()
+    if answer not in labels:
+        raise ModelServerUnavailable(f"The moderation model answered with no label ({answer[:40]!r}).")
+    return answer
 
 
 def model_for_course(*, course_id: int) -> str:

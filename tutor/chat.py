@@ -186,7 +186,8 @@ class Posted:
 
 def message_post(*, conversation: Conversation, content: str) -> Posted:
     """Stores the student's message (committed before any model call). A message that trips
-    an input guardrail is answered with the safe reply and flagged for the teachers.
+    an input guardrail (tutor.guardrails: rules, context, the optional moderation model) is
+    answered with the safe reply, in the course's language, and flagged for the teachers.
 
     Everything slow (the model's token count, scrubbing) happens before the write transaction,
     so the embedded SQLite database is locked only for the inserts."""
@@ -199,7 +200,8 @@ def message_post(*, conversation: Conversation, content: str) -> Posted:
             "Shorten it or split it in parts.",
             limit=settings.CHAT_MAX_MESSAGE_CHARS,
         )
-    verdict = guardrails.screen_input(content)
+    reply_language = tutor_settings_get(course_id=conversation.course_id).reply_language
+    verdict = guardrails.screen_input(content, reply_language=reply_language)
     if verdict is None:  # a screened message is answered by the safe reply, never by the model
         message_fits_model(conversation=conversation, content=content)
     scrubbed = _scrubbed_fields(conversation=conversation, text=content)
@@ -245,8 +247,10 @@ def _message_store(*, conversation: Conversation, content: str, scrubbed: dict, 
 
 
 def _reply_finish(reply: Message, *, text: str, system_prompt: str) -> Message:
-    """Screens the complete reply and stores it; a reply that trips a rule is replaced and flagged."""
-    verdict = guardrails.screen_output(text, system_prompt=system_prompt)
+    """Screens the complete reply (every layer, the moderation model too when enabled) and
+    stores it; a reply that trips a rule is replaced and flagged."""
+    reply_language = tutor_settings_get(course_id=reply.conversation.course_id).reply_language
+    verdict = guardrails.screen_output(text, system_prompt=system_prompt, reply_language=reply_language)
     content = verdict.safe_reply if verdict else text
     scrubbed = _scrubbed_fields(conversation=reply.conversation, text=content, message_id=reply.pk)
     # Teachers read a flag's reason: the withheld reply goes in scrubbed, and scrubbed before

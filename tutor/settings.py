@@ -243,8 +243,29 @@ CHAT_MAX_MESSAGE_CHARS = int(os.environ.get("CHAT_MAX_MESSAGE_CHARS", "4000"))
 CHAT_RATE_LIMIT = os.environ.get("CHAT_RATE_LIMIT", "20/min")
 # Turns of history (student + tutor messages) sent with each request.
 CHAT_HISTORY_MESSAGES = int(os.environ.get("CHAT_HISTORY_MESSAGES", "20"))
+
+# --- Safety screening (tutor/guardrails.py, docs/safety.md) ------------------------------
+# Extra rules, JSON {"category": ["regex", ...]}, matched against the normalised text.
 GUARDRAILS_EXTRA_INPUT_RULES = json.loads(os.environ.get("GUARDRAILS_EXTRA_INPUT_RULES", "{}"))
 GUARDRAILS_EXTRA_OUTPUT_RULES = json.loads(os.environ.get("GUARDRAILS_EXTRA_OUTPUT_RULES", "{}"))
+# The built-in rule files in force, and a folder of the deployment's own (*.yaml, same schema).
+SAFETY_LANGUAGES = os.environ.get("SAFETY_LANGUAGES", "en,es,fr,de")
+SAFETY_RULES_DIR = os.environ.get("SAFETY_RULES_DIR", "")
+# The region whose help resources safe replies give (ISO 3166 code: GB, US, ES, FR, DE, ...;
+# empty: international), and the language of safe replies when neither the course's reply
+# language nor the message says.
+SAFETY_REGION = os.environ.get("SAFETY_REGION", "")
+SAFETY_DEFAULT_LANGUAGE = os.environ.get("SAFETY_DEFAULT_LANGUAGE", LANGUAGE_CODE.split("-")[0])
+# Categories whose safe reply carries the help resources, and those flagged as urgent.
+SAFETY_RESOURCE_CATEGORIES = os.environ.get("SAFETY_RESOURCE_CATEGORIES", "self_harm,abuse")
+SAFETY_URGENT_CATEGORIES = os.environ.get("SAFETY_URGENT_CATEGORIES", "self_harm,abuse")
+# Texts replacing the built-in ones: JSON {"category": {"lang": "text"}} and {"REGION": {"lang": "text"}}.
+SAFETY_REPLIES = json.loads(os.environ.get("SAFETY_REPLIES", "{}"))
+SAFETY_RESOURCES = json.loads(os.environ.get("SAFETY_RESOURCES", "{}"))
+# The moderation model (the deployment's own model server) as a further layer: off by default,
+# since the demo's 135M model cannot classify; its own timeout (seconds) keeps chat responsive.
+SAFETY_CLASSIFIER_ENABLED = env_bool("SAFETY_CLASSIFIER_ENABLED", False)
+MODERATION_TIMEOUT_SECONDS = float(os.environ.get("MODERATION_TIMEOUT_SECONDS", "3"))
 
 # --- Privacy, review and training data ----------------------------------------------------
 # Conversations (and everything about them) are deleted this many days after their last
