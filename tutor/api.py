@@ -11,16 +11,16 @@ from collections.abc import AsyncIterator
 
 from django.conf import settings
 from django.http import StreamingHttpResponse
-from drf_spectacular.utils import extend_schema
+from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import serializers, status
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.throttling import SimpleRateThrottle
 from rest_framework.views import APIView
 
-from tutor import chat, review
+from tutor import alerts, chat, flags, review
 from tutor.errors import DomainError
-from tutor.models import Conversation, LearnerLevel, ReviewDecision, Role
+from tutor.models import Conversation, FlagAction, FlagAlert, FlagState, LearnerLevel, ReviewDecision, Role
 from tutor.parsers import StrictInputSerializer
 from tutor.selectors import launched_profile
 from tutor.services import training_consent_set, training_opt_out_set
@@ -84,17 +84,34 @@ class TutorSettingsIO(StrictInputSerializer):
     level = serializers.ChoiceField(choices=LearnerLevel.choices)
     reply_language = serializers.CharField(max_length=60)
     socratic = serializers.BooleanField()
+    safety_alert_emails = serializers.CharField(
+        required=False,
+        allow_blank=True,
+        max_length=2000,
+        help_text="Comma-separated staff addresses emailed when an urgent flag is raised (teachers and "
+        "administrators; left out: unchanged).",
+    )
+    safety_escalation_emails = serializers.CharField(
+        required=False,
+        allow_blank=True,
+        max_length=2000,
+        help_text="Comma-separated addresses emailed when nobody acknowledges an urgent flag in time "
+        "(administrators change it; left out: unchanged).",
+    )
 
 
 class TutorSettingsOut(TutorSettingsIO):
     """What GET answers. The persona and the instructions are the teachers' own words to the
-    tutor: teachers and administrators read them, a student gets the rest (what the tutor is
-    set to teach, at which level, in which language, and whether it is Socratic)."""
+    tutor, and the safety addresses are staff's: teachers and administrators read them, a student
+    gets the rest (what the tutor is set to teach, at which level, in which language, and whether
+    it is Socratic)."""
 
-    TEACHERS_ONLY = ("persona", "instructions")
+    TEACHERS_ONLY = ("persona", "instructions", "safety_alert_emails", "safety_escalation_emails")
 
     persona = serializers.CharField(required=False, help_text="Teachers and administrators only.")
     instructions = serializers.CharField(required=False, help_text="Teachers and administrators only.")
+    safety_alert_emails = serializers.CharField(required=False, help_text="Teachers and administrators only.")
+    safety_escalation_emails = serializers.CharField(required=False, help_text="Teachers and administrators only.")
 
     def to_representation(self, instance) -> dict:
         data = super().to_representation(instance)
@@ -152,6 +169,18 @@ class ReviewOut(serializers.Serializer):
     decision = serializers.ChoiceField(choices=ReviewDecision.choices)
 
 
+class FlagOut(serializers.Serializer):
+    id = serializers.IntegerField()
+    category = serializers.CharField()
+    urgent = serializers.BooleanField()
+    state = serializers.ChoiceField(choices=FlagState.choices)
+    reason = serializers.CharField(help_text="Scrubbed")
+    created_at = serializers.DateTimeField()
+    acknowledged_at = serializers.DateTimeField(allow_null=True)
+    resolved_at = serializers.DateTimeField(allow_null=True)
+    escalated_at = serializers.DateTimeField(allow_null=True)
+
+
 class ReviewMessageOut(serializers.Serializer):
     id = serializers.IntegerField()
     role = serializers.CharField()
@@ -159,8 +188,45 @@ class ReviewMessageOut(serializers.Serializer):
     status = serializers.CharField()
     screened = serializers.BooleanField()
     student_rating = serializers.IntegerField(allow_null=True)
-    flagged = serializers.BooleanField()
+    flagged = serializers.BooleanField(help_text="Whether a flag on it is unresolved (open or acknowledged)")
+    flags = FlagOut(many=True, help_text="Every flag on the message, with its triage state")
     review = ReviewOut(allow_null=True)
+
+
+class FlagActionOut(serializers.Serializer):
+    action = serializers.ChoiceField(choices=FlagAction.Action.choices)
+    state = serializers.ChoiceField(choices=FlagState.choices, help_text="The flag's state after the action")
+    note = serializers.CharField(allow_blank=True, help_text="Scrubbed")
+    actor = serializers.CharField(allow_null=True, help_text="The actor's pseudonym's first 8 characters")
+    actor_name = serializers.CharField(allow_blank=True, help_text="The name the LMS sent (REVIEW_SHOW_NAMES)")
+    created_at = serializers.DateTimeField()
+
+
+class FlagAlertOut(serializers.Serializer):
+    kind = serializers.ChoiceField(choices=FlagAlert.Kind.choices)
+    status = serializers.ChoiceField(choices=FlagAlert.Status.choices)
+    recipients = serializers.ListField(child=serializers.CharField())
+    created_at = serializers.DateTimeField()
+
+
+class FlagMessageOut(serializers.Serializer):
+    id = serializers.IntegerField()
+    role = serializers.ChoiceField(choices=["user", "assistant"])
+    content = serializers.CharField(allow_blank=True, help_text="The scrubbed copy")
+
+
+class FlagQueueOut(FlagOut):
+    conversation_id = serializers.IntegerField()
+    student = serializers.CharField(help_text="The pseudonym's first 8 characters")
+    message = FlagMessageOut()
+    actions = FlagActionOut(many=True)
+    alerts = FlagAlertOut(many=True, help_text="Emails and escalations (banner views are counted)")
+    banner_views = serializers.IntegerField(help_text="How many times a teacher's launch showed it")
+
+
+class FlagActionIn(StrictInputSerializer):
+    action = serializers.ChoiceField(choices=FlagAction.Action.choices)
+    note = serializers.CharField(required=False, allow_blank=True, max_length=flags.NOTE_MAX_CHARS)
 
 
 class ReviewIn(StrictInputSerializer):
@@ -255,6 +321,45 @@ class ReviewConversationListApi(APIView):
         )
 
 
+def flag_payload(flag) -> dict:
+    return {
+        "id": flag.id,
+        "category": flag.category,
+        "urgent": flag.urgent,
+        "state": flag.state,
+        "reason": flag.reason,
+        "created_at": flag.created_at,
+        "acknowledged_at": flag.acknowledged_at,
+        "resolved_at": flag.resolved_at,
+        "escalated_at": flag.escalated_at,
+    }
+
+
+def flag_queue_payload(flag, *, names: dict[int, str]) -> dict:
+    return {
+        **flag_payload(flag),
+        "conversation_id": flag.conversation_id,
+        "student": flag.conversation.person.pseudonym[:8],
+        "message": {"id": flag.message_id, "role": flag.message.sender, "content": flag.message.content_scrubbed or ""},
+        "actions": [
+            {
+                "action": action.action,
+                "state": action.state,
+                "note": action.note,
+                "actor": action.actor.pseudonym[:8] if action.actor else None,
+                "actor_name": names.get(action.actor_id, ""),
+                "created_at": action.created_at,
+            }
+            for action in flag.actions.all()
+        ],
+        "alerts": [
+            {"kind": alert.kind, "status": alert.status, "recipients": alert.recipients, "created_at": alert.created_at}
+            for alert in flag.alerts.all()
+        ],
+        "banner_views": flag.banner_views,
+    }
+
+
 def review_message_payload(message) -> dict:
     reviewed = getattr(message, "review", None) if hasattr(message, "review") else None
     return {
@@ -264,7 +369,8 @@ def review_message_payload(message) -> dict:
         "status": message.status,
         "screened": bool(message.guardrail),
         "student_rating": message.student_rating,
-        "flagged": any(flag.resolved_at is None for flag in message.flags.all()),
+        "flagged": any(flag.state != FlagState.RESOLVED for flag in message.flags.all()),
+        "flags": [flag_payload(flag) for flag in message.flags.all()],
         "review": None
         if reviewed is None
         else {
@@ -308,6 +414,54 @@ class ReviewReplyApi(APIView):
             )
         message = review.review_messages_one(course_id=reviewer.course_id, message_id=message_id)
         return Response(review_message_payload(message))
+
+
+FLAG_FILTER_PARAMETERS = [
+    OpenApiParameter("state", str, enum=list(flags.STATE_FILTERS), description="Default: unresolved"),
+    OpenApiParameter("category", str, description="A flag category, e.g. self_harm"),
+    OpenApiParameter("urgent", str, enum=["1", "0"], description="1: urgent only; 0: the others"),
+]
+
+
+class ReviewFlagListApi(APIView):
+    """Teachers: the launched course's safety queue (urgent first, newest first; at most 500)."""
+
+    @extend_schema(responses=FlagQueueOut(many=True), parameters=FLAG_FILTER_PARAMETERS)
+    def get(self, request: Request) -> Response:
+        reviewer = reviewer_for(request)
+        params = request.query_params
+        state, urgent = params.get("state") or "unresolved", params.get("urgent") or ""
+        if state not in flags.STATE_FILTERS or urgent not in {"", "1", "0"}:
+            raise DomainError(
+                "state must be one of " + ", ".join(flags.STATE_FILTERS) + "; urgent 1 or 0.", code="bad_filter"
+            )
+        filters = flags.FlagFilters(
+            state=state, category=params.get("category", ""), urgent={"1": True, "0": False}.get(urgent)
+        )
+        names = review.student_names(course_id=reviewer.course_id)
+        rows = flags.flag_queue(course_id=reviewer.course_id, filters=filters)[:500]
+        return Response([flag_queue_payload(flag, names=names) for flag in rows])
+
+
+class ReviewFlagActionApi(APIView):
+    """Teachers: acknowledge, resolve or reopen a flag of the launched course, or add a note (scrubbed)."""
+
+    error_statuses = (409,)  # flag_state_conflict: someone else changed it first
+
+    @extend_schema(request=FlagActionIn, responses={201: FlagQueueOut})
+    def post(self, request: Request, flag_id: int) -> Response:
+        reviewer = reviewer_for(request)
+        data = FlagActionIn(data=request.data)
+        data.is_valid(raise_exception=True)
+        flags.flag_act(
+            reviewer=reviewer,
+            flag_id=flag_id,
+            action=data.validated_data["action"],
+            note=data.validated_data.get("note", ""),
+        )
+        flag = flags.flag_one(course_id=reviewer.course_id, flag_id=flag_id)
+        names = review.student_names(course_id=reviewer.course_id)
+        return Response(flag_queue_payload(flag, names=names), status=status.HTTP_201_CREATED)
 
 
 class ConversationListApi(APIView):
@@ -372,6 +526,9 @@ class MessageRatingApi(APIView):
         return Response(chat.message_payload(message))
 
 
+ALERT_ADDRESS_FIELDS = ("safety_alert_emails", "safety_escalation_emails")
+
+
 class TutorSettingsApi(APIView):
     """The launched course's tutor settings; teachers and admins read all of them and may change them."""
 
@@ -385,7 +542,15 @@ class TutorSettingsApi(APIView):
     def put(self, request: Request) -> Response:
         data = TutorSettingsIO(data=request.data)
         data.is_valid(raise_exception=True)
-        tutor_settings = chat.tutor_settings_update(launched=request.user, **data.validated_data)
+        fields = dict(data.validated_data)
+        addresses = {name: fields.pop(name) for name in ALERT_ADDRESS_FIELDS if name in fields}
+        if addresses:
+            alerts.alert_addresses_set(
+                actor=request.user.membership,
+                alert_emails=addresses.get("safety_alert_emails"),
+                escalation_emails=addresses.get("safety_escalation_emails"),
+            )
+        tutor_settings = chat.tutor_settings_update(launched=request.user, **fields)
         return Response(TutorSettingsIO(tutor_settings).data)
 
 

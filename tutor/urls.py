@@ -6,7 +6,7 @@ from drf_spectacular.views import SpectacularAPIView
 
 from training import api as training_api
 from training import views as training_views
-from tutor import api, review_views
+from tutor import api, review_views, triage_views
 
 
 def healthz(request):
@@ -53,6 +53,10 @@ urlpatterns = [
         name="api-review-conversation",
     ),
     path("api/v1/review/replies/<int:message_id>/", api.ReviewReplyApi.as_view(), name="api-review-reply"),
+    path("api/v1/review/flags/", api.ReviewFlagListApi.as_view(), name="api-review-flags"),
+    path(
+        "api/v1/review/flags/<int:flag_id>/actions/", api.ReviewFlagActionApi.as_view(), name="api-review-flag-action"
+    ),
     path("review/enter/", review_views.review_enter, name="review-enter"),
     path("review/<int:course_id>/", review_views.review_course, name="review-course"),
     path(
@@ -61,6 +65,8 @@ urlpatterns = [
         name="review-conversation",
     ),
     path("review/<int:course_id>/replies/<int:message_id>/", review_views.review_reply, name="review-reply"),
+    path("review/<int:course_id>/flags/", triage_views.review_flags, name="review-flags"),
+    path("review/<int:course_id>/flags/<int:flag_id>/", triage_views.review_flag_action, name="review-flag-action"),
     path(
         "review/<int:course_id>/training-consent/",
         review_views.review_training_consent,
