@@ -63,7 +63,8 @@ ERROR_DESCRIPTIONS = {
     401: "No launch token or launched session, or the token has expired.",
     403: "The launched role may not do this (or a session write without its CSRF token).",
     404: "No such resource in the launched course (unknown or non-integer ids included).",
-    409: "Nothing to do: e.g. a retry when the last message already has its reply.",
+    409: "Nothing to do: e.g. a retry when the last message already has its reply, or an action on a flag "
+    "that someone else changed first.",
     413: "The body is over the upload limit.",
     429: "Too many messages (`detail.retry_after_seconds`).",
     503: "The database is busy (`database_busy`) or, for chat, the model server is unavailable "
