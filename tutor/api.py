@@ -211,7 +211,7 @@ class FlagAlertOut(serializers.Serializer):
 
 class FlagMessageOut(serializers.Serializer):
     id = serializers.IntegerField()
-    role = serializers.ChoiceField(choices=["user", "assistant"])
+    role = serializers.CharField(help_text="user (the student's message) or assistant (a tutor reply)")
     content = serializers.CharField(allow_blank=True, help_text="The scrubbed copy")
 
 
@@ -418,7 +418,7 @@ class ReviewReplyApi(APIView):
 
 FLAG_FILTER_PARAMETERS = [
     OpenApiParameter("state", str, enum=list(flags.STATE_FILTERS), description="Default: unresolved"),
-    OpenApiParameter("category", str, description="A flag category, e.g. self_harm"),
+    OpenApiParameter("category", str, pattern="^[a-z0-9_]{1,64}$", description="A flag category, e.g. self_harm"),
     OpenApiParameter("urgent", str, enum=["1", "0"], description="1: urgent only; 0: the others"),
 ]
 
@@ -431,13 +431,18 @@ class ReviewFlagListApi(APIView):
         reviewer = reviewer_for(request)
         params = request.query_params
         state, urgent = params.get("state") or "unresolved", params.get("urgent") or ""
-        if state not in flags.STATE_FILTERS or urgent not in {"", "1", "0"}:
+        category = params.get("category", "")
+        if (
+            state not in flags.STATE_FILTERS
+            or urgent not in {"", "1", "0"}
+            or (category and not flags.CATEGORY_PATTERN.fullmatch(category))
+        ):
             raise DomainError(
-                "state must be one of " + ", ".join(flags.STATE_FILTERS) + "; urgent 1 or 0.", code="bad_filter"
+                "state must be one of " + ", ".join(flags.STATE_FILTERS) + "; urgent 1 or 0; category a category "
+                "name (lower-case letters, digits and _).",
+                code="bad_filter",
             )
-        filters = flags.FlagFilters(
-            state=state, category=params.get("category", ""), urgent={"1": True, "0": False}.get(urgent)
-        )
+        filters = flags.FlagFilters(state=state, category=category, urgent={"1": True, "0": False}.get(urgent))
         names = review.student_names(course_id=reviewer.course_id)
         rows = flags.flag_queue(course_id=reviewer.course_id, filters=filters)[:500]
         return Response([flag_queue_payload(flag, names=names) for flag in rows])

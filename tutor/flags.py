@@ -16,6 +16,7 @@ review list's `flagged` filter and the safety queue's default view all count.
 from __future__ import annotations
 
 import logging
+import re
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -109,7 +110,7 @@ TRANSITIONS: dict[str, tuple[frozenset[str], str | None]] = {
 
 
 def _note_scrubbed(*, flag: Flag, note: str) -> str:
-    note = note.strip()
+    note = note.replace("\x00", "").strip()  # no database stores a NUL character
     if len(note) > NOTE_MAX_CHARS:
         raise DomainError(
             f"A note can be at most {NOTE_MAX_CHARS} characters long.", code="note_too_long", limit=NOTE_MAX_CHARS
@@ -196,6 +197,8 @@ class FlagFilters:
     category: str = ""
     urgent: bool | None = None
 
+
+CATEGORY_PATTERN = re.compile(r"[a-z0-9_]{1,64}")
 
 STATE_FILTERS: dict[str, tuple[str, ...] | None] = {
     "unresolved": UNRESOLVED,

@@ -40,7 +40,7 @@ def _filters(params) -> flags.FlagFilters:
     state = params.get("state") or "unresolved"
     return flags.FlagFilters(
         state=state if state in flags.STATE_FILTERS else "unresolved",
-        category=params.get("category", ""),
+        category=category if flags.CATEGORY_PATTERN.fullmatch(category := params.get("category", "")) else "",
         urgent={"1": True, "0": False}.get(params.get("urgent", "")),
     )
 

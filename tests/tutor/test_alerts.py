@@ -204,8 +204,9 @@ def test_the_banner_and_the_queue_triage_flags_with_notes_who_and_when(tool, pla
     assert [
         f["id"] for f in requests.get(api, params={"category": "teacher", "state": "all"}, headers=teacher_auth).json()
     ] == [by_hand.id]
-    bad = requests.get(api, params={"state": "maybe"}, headers=teacher_auth)
-    assert bad.status_code == 400 and bad.json()["error"]["code"] == "bad_filter"
+    for bad_filter in ({"state": "maybe"}, {"urgent": "yes"}, {"category": "self\x00harm"}):
+        bad = requests.get(api, params=bad_filter, headers=teacher_auth)
+        assert bad.status_code == 400 and bad.json()["error"]["code"] == "bad_filter", bad_filter
     done = requests.post(
         f"{api}{by_hand.id}/actions/", json={"action": "resolve", "note": "Fine."}, headers=teacher_auth
     )
