@@ -315,3 +315,32 @@ def test_escalation_waits_for_its_time_skips_acknowledged_flags_and_retries_a_fa
     left_flag.refresh_from_db()
     assert left_flag.escalated_at == later
     assert "escalated to the administrators" in launched(platform, tool, "teacher")[3]
+
+
+def test_the_migration_gives_flags_stored_before_their_state_and_urgency_but_no_escalation(tool, platform):
+    import importlib
+
+    from django.apps import apps
+
+    launched(platform, tool, "student")
+    launched(platform, tool, "teacher")
+    student, teacher = member(platform, "devlms-student-1"), member(platform, "devlms-teacher-1")
+    _, reply = exchange(conversation_for(student), "What is osmosis?", "Water moves.")
+    stored = {"course_id": student.course_id, "conversation": reply.conversation, "message": reply}
+    resolved = Flag.objects.create(
+        **stored, category="teacher", reason="x", resolved_at=timezone.now(), resolved_by=teacher.person
+    )
+    self_harm = Flag.objects.create(**stored, category="self_harm", reason="The student may be at risk of self-harm.")
+    injection = Flag.objects.create(**stored, category="prompt_injection", reason="y")
+
+    importlib.import_module("tutor.migrations.0006_flag_triage_alerts")._states_of_existing_flags(apps, None)
+
+    for flag in (resolved, self_harm, injection):
+        flag.refresh_from_db()
+    assert (resolved.state, resolved.acknowledged_at, resolved.acknowledged_by) == (
+        "resolved",
+        resolved.resolved_at,
+        teacher.person,
+    )
+    assert (self_harm.state, self_harm.urgent, self_harm.escalate_at) == ("open", True, None)
+    assert (injection.state, injection.urgent) == ("open", False)
