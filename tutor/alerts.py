@@ -42,9 +42,13 @@ class InvalidAlertAddress(DomainError):
 # -- addresses --------------------------------------------------------------------------------------
 
 
+def _split(text: str) -> list[str]:
+    return list(dict.fromkeys(part for part in re.split(r"[,;\s]+", text.strip()) if part))
+
+
 def alert_addresses_parse(text: str) -> list[str]:
     """Addresses separated by commas, semicolons, spaces or new lines; each must be valid."""
-    addresses = list(dict.fromkeys(part for part in re.split(r"[,;\s]+", text.strip()) if part))
+    addresses = _split(text)
     for address in addresses:
         try:
             validate_email(address)
@@ -57,7 +61,8 @@ def alert_addresses_parse(text: str) -> list[str]:
 
 def _addresses(course_id: int, field: str, deployment_wide: list[str]) -> list[str]:
     own = TutorSettings.objects.filter(course_id=course_id).values_list(field, flat=True).first() or ""
-    return list(dict.fromkeys([*alert_addresses_parse(own), *deployment_wide]))
+    # Read leniently: what is stored was validated when saved, and an alert must not fail on a read.
+    return list(dict.fromkeys([*_split(own), *deployment_wide]))
 
 
 def course_alert_addresses(*, course_id: int) -> list[str]:
@@ -123,11 +128,9 @@ def _email(*, flag: Flag, kind: str, recipients: list[str]) -> EmailMessage:
         "tool_title": settings.TOOL_TITLE,
     }
     template = "tutor/email/flag_escalation.txt" if escalation else "tutor/email/flag_alert.txt"
-    subject = (
-        f"[{settings.TOOL_TITLE}] Not acknowledged: {context['category'].lower()} in {flag.course}"
-        if escalation
-        else f"[{settings.TOOL_TITLE}] Urgent: {context['category'].lower()} in {flag.course}"
-    )
+    course = " ".join(str(flag.course).split())  # an LMS's title may hold a line break: not in a header
+    what = "Not acknowledged" if escalation else "Urgent"
+    subject = f"[{settings.TOOL_TITLE}] {what}: {context['category'].lower()} in {course}"
     return EmailMessage(subject=subject, body=render_to_string(template, context), to=recipients)
 
 
