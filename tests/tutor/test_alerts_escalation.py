@@ -24,14 +24,16 @@ DELAY_MINUTES = 0.1  # six seconds
 
 
 @pytest.fixture
-def escalation_worker(django_db_setup):
-    """A worker of the `default` queue of its own (no model server: escalation needs none)."""
+def escalation_worker(tool):
+    """A worker of the `default` queue of its own (no model server: escalation needs none), with the
+    web server's PUBLIC_BASE_URL, as deployed (the emails link to the safety queue)."""
     from tests.support.servers import celery_worker
 
-    with celery_worker(database_url=database_url_for_tests(), broker_url=django_settings.CELERY_BROKER_URL) as (
-        log,
-        _,
-    ):
+    with celery_worker(
+        database_url=database_url_for_tests(),
+        broker_url=django_settings.CELERY_BROKER_URL,
+        extra_env={"PUBLIC_BASE_URL": tool},
+    ) as (log, _):
         yield log
 
 
@@ -76,6 +78,7 @@ def test_an_unacknowledged_urgent_flag_escalates_to_the_admins_after_the_delay(
     (email,) = emails_about(left_flag)
     assert "To: head@school.example" in email and "Not acknowledged" in email
     assert "<PERSON>" in email and "Ada" not in email and "07700" not in email
+    assert f"{tool}/review/{left_flag.course_id}/flags/?state=all#flag-{left_flag.id}" in email
 
     # The sweep (what beat runs) finds nothing more to do, on the worker as well.
     assert flags_escalate_due.delay().get(timeout=60) == 0
