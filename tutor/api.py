@@ -7,6 +7,7 @@ session. A caller only ever sees their own conversations in the launched course.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import AsyncIterator
 
 from django.conf import settings
@@ -77,6 +78,51 @@ class RatingIn(StrictInputSerializer):
     value = serializers.ChoiceField(choices=[-1, 0, 1])
 
 
+NOTE_PATTERN = r"[^\x00]*"
+
+
+class PatternTextField(serializers.Field):
+    """Text that must match one regular expression, the one its schema states (tutor/schema.py),
+    trimmed once accepted. Not a CharField: drf-spectacular documents a blank-allowing CharField's
+    pattern as "the pattern, or the empty text", which a pattern that takes the empty text overlaps."""
+
+    default_error_messages = {"invalid": "Not valid here: {what}.", "max_length": "At most {limit} characters."}
+
+    def __init__(self, *, pattern: str, max_length: int, what: str, **kwargs):
+        self.pattern, self.max_length, self.what = pattern, max_length, what
+        super().__init__(**kwargs)
+
+    def to_internal_value(self, data) -> str:
+        if not isinstance(data, str):
+            self.fail("invalid", what=self.what)
+        if len(data) > self.max_length:
+            self.fail("max_length", limit=self.max_length)
+        if not re.fullmatch(self.pattern, data):
+            self.fail("invalid", what=self.what)
+        return data.strip()
+
+    def to_representation(self, value) -> str:
+        return value
+
+
+class AlertAddressesField(PatternTextField):
+    """Staff addresses separated by commas, semicolons or spaces; empty clears them."""
+
+    def __init__(self, **kwargs):
+        super().__init__(
+            pattern=alerts.ADDRESS_LIST, max_length=2000, what="email addresses separated by commas", **kwargs
+        )
+
+
+class NoteField(PatternTextField):
+    """A teacher's note: any text without a NUL character (no database stores one)."""
+
+    def __init__(self, **kwargs):
+        super().__init__(
+            pattern=NOTE_PATTERN, max_length=flags.NOTE_MAX_CHARS, what="text without NUL characters", **kwargs
+        )
+
+
 class TutorSettingsIO(StrictInputSerializer):
     persona = serializers.CharField(allow_blank=True, max_length=4000)
     instructions = serializers.CharField(allow_blank=True, max_length=4000)
@@ -84,34 +130,17 @@ class TutorSettingsIO(StrictInputSerializer):
     level = serializers.ChoiceField(choices=LearnerLevel.choices)
     reply_language = serializers.CharField(max_length=60)
     socratic = serializers.BooleanField()
-    safety_alert_emails = serializers.CharField(
-        required=False,
-        allow_blank=True,
-        max_length=2000,
-        help_text="Comma-separated staff addresses emailed when an urgent flag is raised (teachers and "
-        "administrators; left out: unchanged).",
-    )
-    safety_escalation_emails = serializers.CharField(
-        required=False,
-        allow_blank=True,
-        max_length=2000,
-        help_text="Comma-separated addresses emailed when nobody acknowledges an urgent flag in time "
-        "(administrators change it; left out: unchanged).",
-    )
 
 
 class TutorSettingsOut(TutorSettingsIO):
     """What GET answers. The persona and the instructions are the teachers' own words to the
-    tutor, and the safety addresses are staff's: teachers and administrators read them, a student
-    gets the rest (what the tutor is set to teach, at which level, in which language, and whether
-    it is Socratic)."""
+    tutor: teachers and administrators read them, a student gets the rest (what the tutor is
+    set to teach, at which level, in which language, and whether it is Socratic)."""
 
-    TEACHERS_ONLY = ("persona", "instructions", "safety_alert_emails", "safety_escalation_emails")
+    TEACHERS_ONLY = ("persona", "instructions")
 
     persona = serializers.CharField(required=False, help_text="Teachers and administrators only.")
     instructions = serializers.CharField(required=False, help_text="Teachers and administrators only.")
-    safety_alert_emails = serializers.CharField(required=False, help_text="Teachers and administrators only.")
-    safety_escalation_emails = serializers.CharField(required=False, help_text="Teachers and administrators only.")
 
     def to_representation(self, instance) -> dict:
         data = super().to_representation(instance)
@@ -119,6 +148,19 @@ class TutorSettingsOut(TutorSettingsIO):
             for name in self.TEACHERS_ONLY:
                 data.pop(name)
         return data
+
+
+class SafetyAlertsIO(StrictInputSerializer):
+    alert_emails = AlertAddressesField(
+        required=False,
+        help_text="Staff addresses (separated by commas, semicolons or spaces) emailed at once when a student's "
+        "message raises an urgent flag; teachers and administrators set them. Left out: unchanged.",
+    )
+    escalation_emails = AlertAddressesField(
+        required=False,
+        help_text="Addresses emailed when nobody acknowledges an urgent flag in time; only administrators change "
+        "them. Left out: unchanged.",
+    )
 
 
 def conversation_payload(conversation: Conversation, *, with_messages: bool = False) -> dict:
@@ -225,8 +267,11 @@ class FlagQueueOut(FlagOut):
 
 
 class FlagActionIn(StrictInputSerializer):
-    action = serializers.ChoiceField(choices=FlagAction.Action.choices)
-    note = serializers.CharField(required=False, allow_blank=True, max_length=flags.NOTE_MAX_CHARS)
+    # A note on its own is the page's "Add the note"; here a note goes with a change of state.
+    action = serializers.ChoiceField(
+        choices=[(a.value, a.label) for a in FlagAction.Action if a != FlagAction.Action.NOTE]
+    )
+    note = NoteField(required=False)
 
 
 class ReviewIn(StrictInputSerializer):
@@ -430,26 +475,25 @@ class ReviewFlagListApi(APIView):
     def get(self, request: Request) -> Response:
         reviewer = reviewer_for(request)
         params = request.query_params
-        state, urgent = params.get("state") or "unresolved", params.get("urgent") or ""
-        category = params.get("category", "")
+        state, urgent, category = params.get("state", "unresolved"), params.get("urgent"), params.get("category")
         if (
             state not in flags.STATE_FILTERS
-            or urgent not in {"", "1", "0"}
-            or (category and not flags.CATEGORY_PATTERN.fullmatch(category))
+            or urgent not in {None, "1", "0"}
+            or (category is not None and not flags.CATEGORY_PATTERN.fullmatch(category))
         ):
             raise DomainError(
                 "state must be one of " + ", ".join(flags.STATE_FILTERS) + "; urgent 1 or 0; category a category "
                 "name (lower-case letters, digits and _).",
                 code="bad_filter",
             )
-        filters = flags.FlagFilters(state=state, category=category, urgent={"1": True, "0": False}.get(urgent))
+        filters = flags.FlagFilters(state=state, category=category or "", urgent={"1": True, "0": False}.get(urgent))
         names = review.student_names(course_id=reviewer.course_id)
         rows = flags.flag_queue(course_id=reviewer.course_id, filters=filters)[:500]
         return Response([flag_queue_payload(flag, names=names) for flag in rows])
 
 
 class ReviewFlagActionApi(APIView):
-    """Teachers: acknowledge, resolve or reopen a flag of the launched course, or add a note (scrubbed)."""
+    """Teachers: acknowledge, resolve or reopen a flag of the launched course, with a note (scrubbed)."""
 
     error_statuses = (409,)  # flag_state_conflict: someone else changed it first
 
@@ -531,9 +575,6 @@ class MessageRatingApi(APIView):
         return Response(chat.message_payload(message))
 
 
-ALERT_ADDRESS_FIELDS = ("safety_alert_emails", "safety_escalation_emails")
-
-
 class TutorSettingsApi(APIView):
     """The launched course's tutor settings; teachers and admins read all of them and may change them."""
 
@@ -547,16 +588,29 @@ class TutorSettingsApi(APIView):
     def put(self, request: Request) -> Response:
         data = TutorSettingsIO(data=request.data)
         data.is_valid(raise_exception=True)
-        fields = dict(data.validated_data)
-        addresses = {name: fields.pop(name) for name in ALERT_ADDRESS_FIELDS if name in fields}
-        if addresses:
-            alerts.alert_addresses_set(
-                actor=request.user.membership,
-                alert_emails=addresses.get("safety_alert_emails"),
-                escalation_emails=addresses.get("safety_escalation_emails"),
-            )
-        tutor_settings = chat.tutor_settings_update(launched=request.user, **fields)
+        tutor_settings = chat.tutor_settings_update(launched=request.user, **data.validated_data)
         return Response(TutorSettingsIO(tutor_settings).data)
+
+
+class SafetyAlertsApi(APIView):
+    """Teachers and administrators: where the launched course's urgent flags are emailed (docs/alerts.md)."""
+
+    @extend_schema(responses=SafetyAlertsIO)
+    def get(self, request: Request) -> Response:
+        reviewer = reviewer_for(request)
+        return Response(alerts.alert_addresses_get(course_id=reviewer.course_id))
+
+    @extend_schema(request=SafetyAlertsIO, responses=SafetyAlertsIO)
+    def put(self, request: Request) -> Response:
+        reviewer = reviewer_for(request)
+        data = SafetyAlertsIO(data=request.data)
+        data.is_valid(raise_exception=True)
+        alerts.alert_addresses_set(
+            actor=reviewer,
+            alert_emails=data.validated_data.get("alert_emails"),
+            escalation_emails=data.validated_data.get("escalation_emails"),
+        )
+        return Response(alerts.alert_addresses_get(course_id=reviewer.course_id))
 
 
 class ServerSentEvent(serializers.Serializer):

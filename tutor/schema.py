@@ -47,6 +47,17 @@ class MessageContentScheme(OpenApiSerializerFieldExtension):
         }
 
 
+class PatternTextScheme(OpenApiSerializerFieldExtension):
+    """A PatternTextField (safety alert addresses, a teacher's note): the very pattern it checks."""
+
+    target_class = "tutor.api.PatternTextField"
+    match_subclasses = True
+
+    def map_serializer_field(self, auto_schema, direction):
+        field = self.target
+        return {"type": "string", "maxLength": field.max_length, "pattern": f"^(?:{field.pattern})$"}
+
+
 class ErrorBody(serializers.Serializer):
     code = serializers.CharField(help_text="Stable machine-readable code (docs/errors.md).")
     message = serializers.CharField(help_text="Plain words a person can act on.")

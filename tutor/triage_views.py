@@ -19,7 +19,7 @@ from django.urls import reverse
 from django.views.decorators.http import require_GET, require_POST
 
 from tutor import alerts, flags, review
-from tutor.models import FlagAction, FlagState
+from tutor.models import FlagAction, FlagState, Role
 from tutor.review_views import reviewer_from_session
 
 STATE_TABS = [
@@ -55,6 +55,8 @@ DONE = {"acknowledge": "acknowledged", "resolve": "resolved", "reopen": "reopene
 
 
 def _notice(done: str) -> str:
+    if done == "addresses":
+        return "Alert addresses saved."
     flag_id, _, action = done.partition(":")
     return f"Flag {flag_id} {DONE[action]}." if flag_id.isdigit() and action in DONE else ""
 
@@ -89,6 +91,8 @@ def review_flags(request: HttpRequest, course_id: int) -> HttpResponse:
                 }
                 for flag in rows
             ],
+            "is_admin": reviewer.role == Role.ADMIN,
+            "own_addresses": alerts.alert_addresses_get(course_id=course_id),
             "alert_addresses": alerts.course_alert_addresses(course_id=course_id),
             "escalation_addresses": alerts.course_escalation_addresses(course_id=course_id),
             "escalate_after_minutes": settings.SAFETY_ESCALATE_AFTER_MINUTES,
@@ -105,3 +109,15 @@ def review_flag_action(request: HttpRequest, course_id: int, flag_id: int) -> Ht
     )
     back = urlencode({**_query(_filters(request.POST)), "done": f"{flag_id}:{request.POST['action']}"})
     return HttpResponseRedirect(f"{reverse('review-flags', args=[course_id])}?{back}#flag-{flag_id}")
+
+
+@require_POST
+def review_flag_addresses(request: HttpRequest, course_id: int) -> HttpResponse:
+    """Where the course's urgent flags are emailed (a disabled field, a teacher's escalation one, is not sent)."""
+    reviewer = reviewer_from_session(request, course_id)
+    alerts.alert_addresses_set(
+        actor=reviewer,
+        alert_emails=request.POST.get("alert_emails"),
+        escalation_emails=request.POST.get("escalation_emails"),
+    )
+    return HttpResponseRedirect(f"{reverse('review-flags', args=[course_id])}?done=addresses")

@@ -39,6 +39,7 @@ urlpatterns = [
     path("api/v1/course/tutor-settings/", api.TutorSettingsApi.as_view(), name="api-tutor-settings"),
     path("api/v1/me/training/", api.TrainingChoiceApi.as_view(), name="api-training-choice"),
     path("api/v1/course/training-consent/", api.TrainingConsentApi.as_view(), name="api-training-consent"),
+    path("api/v1/course/safety-alerts/", api.SafetyAlertsApi.as_view(), name="api-safety-alerts"),
     path("api/v1/course/dataset-exports/", training_api.DatasetExportApi.as_view(), name="api-dataset-exports"),
     path("api/v1/course/training-jobs/", training_api.TrainingJobListApi.as_view(), name="api-training-jobs"),
     path(
@@ -67,6 +68,7 @@ urlpatterns = [
     path("review/<int:course_id>/replies/<int:message_id>/", review_views.review_reply, name="review-reply"),
     path("review/<int:course_id>/flags/", triage_views.review_flags, name="review-flags"),
     path("review/<int:course_id>/flags/<int:flag_id>/", triage_views.review_flag_action, name="review-flag-action"),
+    path("review/<int:course_id>/flags/addresses/", triage_views.review_flag_addresses, name="review-flag-addresses"),
     path(
         "review/<int:course_id>/training-consent/",
         review_views.review_training_consent,

@@ -38,12 +38,8 @@ def launched(platform, tool: str, user: str = "student", **overrides) -> tuple[d
     return {"Authorization": f"Bearer {token}"}, browser, token, page.text
 
 
-def settings_put(tool: str, auth: dict, **changes) -> requests.Response:
-    current = requests.get(tool + "/api/v1/course/tutor-settings/", headers=auth).json()
-    body = {name: current.get(name, "") for name in ("persona", "instructions", "subject", "level", "reply_language")}
-    return requests.put(
-        tool + "/api/v1/course/tutor-settings/", json={**body, "socratic": current["socratic"], **changes}, headers=auth
-    )
+def addresses_put(tool: str, auth: dict, **addresses) -> requests.Response:
+    return requests.put(tool + "/api/v1/course/safety-alerts/", json=addresses, headers=auth)
 
 
 def student_says(tool: str, auth: dict, text: str, conversation_id: int | None = None) -> dict:
@@ -71,7 +67,7 @@ def test_an_urgent_flag_emails_the_alert_addresses_the_scrubbed_excerpt_and_a_li
     tool, platform, mailoutbox, offline_model
 ):
     teacher, *_ = launched(platform, tool, "teacher")
-    assert settings_put(tool, teacher, safety_alert_emails=" ; ".join(ALERT_TO)).status_code == 200
+    assert addresses_put(tool, teacher, alert_emails=" ; ".join(ALERT_TO)).status_code == 200
     student, *_ = launched(platform, tool, "student")
 
     exchanged = student_says(tool, student, SELF_HARM)
@@ -109,21 +105,21 @@ def test_teachers_set_the_alert_addresses_admins_the_escalation_ones_and_student
     admin, *_ = launched(platform, tool, "admin")
     student, *_ = launched(platform, tool, "student")
 
-    invalid = settings_put(tool, teacher, safety_alert_emails="safeguarding@school.example, not-an-address")
-    assert invalid.status_code == 400 and invalid.json()["error"]["code"] == "invalid_email"
-    assert settings_put(tool, teacher, safety_alert_emails="Safeguarding@school.example").status_code == 200
-    refused = settings_put(tool, teacher, safety_escalation_emails="nobody@school.example")
+    invalid = addresses_put(tool, teacher, alert_emails="safeguarding@school.example, not-an-address")
+    assert invalid.status_code == 400 and "alert_emails" in invalid.json()["error"]["detail"]["fields"]
+    assert addresses_put(tool, teacher, alert_emails="Safeguarding@school.example").status_code == 200
+    refused = addresses_put(tool, teacher, escalation_emails="nobody@school.example")
     assert refused.status_code == 403 and refused.json()["error"]["code"] == "forbidden"
-    assert settings_put(tool, admin, safety_escalation_emails="head@school.example").status_code == 200
-    # A teacher's save (the chat page's form has no escalation field) leaves it as it is.
-    assert settings_put(tool, teacher, subject="Cells").status_code == 200
+    assert addresses_put(tool, admin, escalation_emails="head@school.example").status_code == 200
+    # A teacher's save without the escalation addresses (the page's field is the administrators') keeps them.
+    assert addresses_put(tool, teacher, alert_emails="Safeguarding@school.example").status_code == 200
 
-    seen = requests.get(tool + "/api/v1/course/tutor-settings/", headers=teacher).json()
-    assert seen["safety_alert_emails"] == "Safeguarding@school.example"
-    assert seen["safety_escalation_emails"] == "head@school.example"
+    seen = requests.get(tool + "/api/v1/course/safety-alerts/", headers=teacher).json()
+    assert seen == {"alert_emails": "Safeguarding@school.example", "escalation_emails": "head@school.example"}
+    assert requests.get(tool + "/api/v1/course/safety-alerts/", headers=student).status_code == 403
+    assert addresses_put(tool, student, alert_emails="me@home.example").status_code == 403
     for_student = requests.get(tool + "/api/v1/course/tutor-settings/", headers=student)
-    assert "safety" not in for_student.text and "school.example" not in for_student.text
-    assert settings_put(tool, student, safety_alert_emails="me@home.example").status_code == 403
+    assert "school.example" not in for_student.text
 
     settings.SAFETY_ALERT_EMAILS = ["team@district.example"]
     settings.SAFETY_ADMIN_EMAILS = ["head@school.example", "dsl@district.example"]
@@ -134,7 +130,9 @@ def test_teachers_set_the_alert_addresses_admins_the_escalation_ones_and_student
     ]
     assert alerts.course_escalation_addresses(course_id=course_id) == ["head@school.example", "dsl@district.example"]
     changes = [e.detail for e in ReviewEvent.objects.filter(action="alert_addresses").order_by("id")]
-    assert changes == [{"safety_alert_emails": 1}, {"safety_escalation_emails": 1}]
+    assert changes == [{"safety_alert_emails": 1}, {"safety_escalation_emails": 1}]  # the unchanged save: none
+    assert addresses_put(tool, teacher, alert_emails="").status_code == 200  # blank clears them
+    assert alerts.course_alert_addresses(course_id=course_id) == ["team@district.example"]
 
 
 def test_the_banner_and_the_queue_triage_flags_with_notes_who_and_when(tool, platform, offline_model):
@@ -230,14 +228,14 @@ def test_the_banner_and_the_queue_triage_flags_with_notes_who_and_when(tool, pla
 
 def test_students_never_see_flags_alerts_or_the_queue(tool, platform, offline_model):
     teacher, *_ = launched(platform, tool, "teacher")
-    settings_put(tool, teacher, safety_alert_emails="safeguarding@school.example")
+    addresses_put(tool, teacher, alert_emails="safeguarding@school.example")
     student, *_ = launched(platform, tool, "student")
     exchanged = student_says(tool, student, SELF_HARM)
     flag = Flag.objects.get()
 
     _, student_browser, student_token, page = launched(platform, tool, "student")  # the student's next launch
     assert "safety-banner" not in page and "urgent" not in page.lower() and "Safety alerts" not in page
-    assert "safety_alert_emails" not in page  # the settings form is the teachers'
+    assert "safety queue" not in page  # the settings panel is the teachers'
     conversation = requests.get(f"{tool}/api/v1/conversations/{exchanged['conversation_id']}/", headers=student)
     assert conversation.status_code == 200
     assert not re.search(r"flag|urgent|acknowledg|safeguarding", conversation.text, re.I)
@@ -284,7 +282,7 @@ def test_escalation_waits_for_its_time_skips_acknowledged_flags_and_retries_a_fa
 ):
     settings.SAFETY_ESCALATE_AFTER_MINUTES = 10
     admin, *_ = launched(platform, tool, "admin")
-    assert settings_put(tool, admin, safety_escalation_emails="head@school.example").status_code == 200
+    assert addresses_put(tool, admin, escalation_emails="head@school.example").status_code == 200
     student, *_ = launched(platform, tool, "student")
     left, handled = student_says(tool, student, SELF_HARM), student_says(tool, student, "I wish I could end it all")
     left_flag, handled_flag = (Flag.objects.get(message_id=m["message"]["id"]) for m in (left, handled))

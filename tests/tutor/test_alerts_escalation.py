@@ -14,7 +14,7 @@ from django.conf import settings as django_settings
 
 from devlms.outbox import SEPARATOR
 from tests.support.db import database_url_for_tests
-from tests.tutor.test_alerts import SELF_HARM, launched, settings_put, student_says
+from tests.tutor.test_alerts import SELF_HARM, addresses_put, launched, student_says
 from tutor.models import Flag, FlagAlert
 from tutor.tasks import flags_escalate_due
 
@@ -50,7 +50,7 @@ def test_an_unacknowledged_urgent_flag_escalates_to_the_admins_after_the_delay(
     settings.SAFETY_ESCALATE_AFTER_MINUTES = DELAY_MINUTES
     settings.VLLM_BASE_URL = "http://127.0.0.1:9"  # screened messages never need the model
     admin, *_ = launched(platform, tool, "admin")
-    assert settings_put(tool, admin, safety_escalation_emails="head@school.example").status_code == 200
+    assert addresses_put(tool, admin, escalation_emails="head@school.example").status_code == 200
     teacher, *_ = launched(platform, tool, "teacher")
     student, *_ = launched(platform, tool, "student")
 
