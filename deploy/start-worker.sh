@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Celery workers and the schedule, from the same environment file as the web server:
 #
-#   deploy/start-worker.sh default   # light tasks (retention, scheduled retraining), any host
+#   deploy/start-worker.sh default   # light tasks (retention, safety escalations, scheduled retraining), any host
 #   deploy/start-worker.sh gpu       # training jobs: one per GPU at a time; run one per GPU
 #                                    # (CUDA_VISIBLE_DEVICES=N) on hosts with the model stack
 #   deploy/start-worker.sh beat      # the periodic schedule: exactly one in the whole install

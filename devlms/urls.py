@@ -10,4 +10,5 @@ urlpatterns = [
     path("auth/", views.auth, name="auth"),
     path("jwks/", views.jwks, name="jwks"),
     path("deep-link-return/", views.deep_link_return, name="deep-link-return"),
+    path("outbox/", views.outbox_page, name="outbox"),
 ]

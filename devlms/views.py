@@ -5,6 +5,7 @@ from __future__ import annotations
 from urllib.parse import urlencode
 
 import jwt
+from django.conf import settings
 from django.core import signing
 from django.http import HttpRequest, HttpResponse, HttpResponseBadRequest, JsonResponse
 from django.shortcuts import redirect, render
@@ -12,7 +13,7 @@ from django.views.decorators.clickjacking import xframe_options_sameorigin
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_GET, require_POST
 
-from devlms import moodle, platform
+from devlms import moodle, outbox, platform
 from lti.launch import DATA_PRIVACY_LAUNCH
 from lti.services import tool_url
 
@@ -41,6 +42,16 @@ def home(request: HttpRequest) -> HttpResponse:
             "privacy_message": DATA_PRIVACY_LAUNCH,
             "student": platform.USERS["student"],
         },
+    )
+
+
+@require_GET
+def outbox_page(request: HttpRequest) -> HttpResponse:
+    """The emails the tutor sent (safety alerts), as the demo's file backend wrote them."""
+    return render(
+        request,
+        "devlms/outbox.html",
+        {"emails": outbox.outbox_emails(), "backend": settings.EMAIL_BACKEND, "folder": settings.EMAIL_FILE_PATH},
     )
 
 

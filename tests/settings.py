@@ -20,5 +20,8 @@ os.environ.setdefault("MODEL_DEMO_DIR", str(_repo / "var" / "models" / "smollm2-
 # Short, deterministic replies keep the real-model tests quick on two CPU cores.
 os.environ.setdefault("MODEL_MAX_REPLY_TOKENS", "24")
 os.environ.setdefault("MODEL_TEMPERATURE", "0")
+# The app's server processes (uvicorn, Celery workers) write email to files in TUTOR_VAR_DIR/outbox,
+# which the tests read (in the test process itself Django's test runner keeps mail in memory).
+os.environ.setdefault("EMAIL_BACKEND", "django.core.mail.backends.filebased.EmailBackend")
 
 from tutor.settings import *  # noqa: E402, F403

@@ -1,6 +1,6 @@
 from django.contrib import admin
 
-from tutor.models import Course, ErasureRecord, Membership, Placement, ReviewEvent
+from tutor.models import Course, ErasureRecord, FlagAlert, Membership, Placement, ReviewEvent
 
 
 @admin.register(Course)
@@ -32,6 +32,17 @@ class ReviewEventAdmin(admin.ModelAdmin):
 @admin.register(ErasureRecord)
 class ErasureRecordAdmin(admin.ModelAdmin):
     list_display = ("created_at", "requested_via", "rows_deleted")
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return False
+
+
+@admin.register(FlagAlert)
+class FlagAlertAdmin(admin.ModelAdmin):
+    """For the operator: whether safety alert emails go out (a failed one names the error's type)."""
+
+    list_display = ("created_at", "kind", "status", "flag", "error")
+    list_filter = ("kind", "status")
 
     def has_change_permission(self, request, obj=None) -> bool:
         return False

@@ -7,20 +7,21 @@ session. A caller only ever sees their own conversations in the launched course.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import AsyncIterator
 
 from django.conf import settings
 from django.http import StreamingHttpResponse
-from drf_spectacular.utils import extend_schema
+from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import serializers, status
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.throttling import SimpleRateThrottle
 from rest_framework.views import APIView
 
-from tutor import chat, review
+from tutor import alerts, chat, flags, review
 from tutor.errors import DomainError
-from tutor.models import Conversation, LearnerLevel, ReviewDecision, Role
+from tutor.models import Conversation, FlagAction, FlagAlert, FlagState, LearnerLevel, ReviewDecision, Role
 from tutor.parsers import StrictInputSerializer
 from tutor.selectors import launched_profile
 from tutor.services import training_consent_set, training_opt_out_set
@@ -77,6 +78,51 @@ class RatingIn(StrictInputSerializer):
     value = serializers.ChoiceField(choices=[-1, 0, 1])
 
 
+NOTE_PATTERN = r"[^\x00]*"
+
+
+class PatternTextField(serializers.Field):
+    """Text that must match one regular expression, the one its schema states (tutor/schema.py),
+    trimmed once accepted. Not a CharField: drf-spectacular documents a blank-allowing CharField's
+    pattern as "the pattern, or the empty text", which a pattern that takes the empty text overlaps."""
+
+    default_error_messages = {"invalid": "Not valid here: {what}.", "max_length": "At most {limit} characters."}
+
+    def __init__(self, *, pattern: str, max_length: int, what: str, **kwargs):
+        self.pattern, self.max_length, self.what = pattern, max_length, what
+        super().__init__(**kwargs)
+
+    def to_internal_value(self, data) -> str:
+        if not isinstance(data, str):
+            self.fail("invalid", what=self.what)
+        if len(data) > self.max_length:
+            self.fail("max_length", limit=self.max_length)
+        if not re.fullmatch(self.pattern, data):
+            self.fail("invalid", what=self.what)
+        return data.strip()
+
+    def to_representation(self, value) -> str:
+        return value
+
+
+class AlertAddressesField(PatternTextField):
+    """Staff addresses separated by commas, semicolons or spaces; empty clears them."""
+
+    def __init__(self, **kwargs):
+        super().__init__(
+            pattern=alerts.ADDRESS_LIST, max_length=2000, what="email addresses separated by commas", **kwargs
+        )
+
+
+class NoteField(PatternTextField):
+    """A teacher's note: any text without a NUL character (no database stores one)."""
+
+    def __init__(self, **kwargs):
+        super().__init__(
+            pattern=NOTE_PATTERN, max_length=flags.NOTE_MAX_CHARS, what="text without NUL characters", **kwargs
+        )
+
+
 class TutorSettingsIO(StrictInputSerializer):
     persona = serializers.CharField(allow_blank=True, max_length=4000)
     instructions = serializers.CharField(allow_blank=True, max_length=4000)
@@ -102,6 +148,19 @@ class TutorSettingsOut(TutorSettingsIO):
             for name in self.TEACHERS_ONLY:
                 data.pop(name)
         return data
+
+
+class SafetyAlertsIO(StrictInputSerializer):
+    alert_emails = AlertAddressesField(
+        required=False,
+        help_text="Staff addresses (separated by commas, semicolons or spaces) emailed at once when a student's "
+        "message raises an urgent flag; teachers and administrators set them. Left out: unchanged.",
+    )
+    escalation_emails = AlertAddressesField(
+        required=False,
+        help_text="Addresses emailed when nobody acknowledges an urgent flag in time; only administrators change "
+        "them. Left out: unchanged.",
+    )
 
 
 def conversation_payload(conversation: Conversation, *, with_messages: bool = False) -> dict:
@@ -152,6 +211,18 @@ class ReviewOut(serializers.Serializer):
     decision = serializers.ChoiceField(choices=ReviewDecision.choices)
 
 
+class FlagOut(serializers.Serializer):
+    id = serializers.IntegerField()
+    category = serializers.CharField()
+    urgent = serializers.BooleanField()
+    state = serializers.ChoiceField(choices=FlagState.choices)
+    reason = serializers.CharField(help_text="Scrubbed")
+    created_at = serializers.DateTimeField()
+    acknowledged_at = serializers.DateTimeField(allow_null=True)
+    resolved_at = serializers.DateTimeField(allow_null=True)
+    escalated_at = serializers.DateTimeField(allow_null=True)
+
+
 class ReviewMessageOut(serializers.Serializer):
     id = serializers.IntegerField()
     role = serializers.CharField()
@@ -159,8 +230,48 @@ class ReviewMessageOut(serializers.Serializer):
     status = serializers.CharField()
     screened = serializers.BooleanField()
     student_rating = serializers.IntegerField(allow_null=True)
-    flagged = serializers.BooleanField()
+    flagged = serializers.BooleanField(help_text="Whether a flag on it is unresolved (open or acknowledged)")
+    flags = FlagOut(many=True, help_text="Every flag on the message, with its triage state")
     review = ReviewOut(allow_null=True)
+
+
+class FlagActionOut(serializers.Serializer):
+    action = serializers.ChoiceField(choices=FlagAction.Action.choices)
+    state = serializers.ChoiceField(choices=FlagState.choices, help_text="The flag's state after the action")
+    note = serializers.CharField(allow_blank=True, help_text="Scrubbed")
+    actor = serializers.CharField(allow_null=True, help_text="The actor's pseudonym's first 8 characters")
+    actor_name = serializers.CharField(allow_blank=True, help_text="The name the LMS sent (REVIEW_SHOW_NAMES)")
+    created_at = serializers.DateTimeField()
+
+
+class FlagAlertOut(serializers.Serializer):
+    kind = serializers.ChoiceField(choices=FlagAlert.Kind.choices)
+    status = serializers.ChoiceField(choices=FlagAlert.Status.choices)
+    recipients = serializers.ListField(child=serializers.CharField())
+    created_at = serializers.DateTimeField()
+
+
+class FlagMessageOut(serializers.Serializer):
+    id = serializers.IntegerField()
+    role = serializers.CharField(help_text="user (the student's message) or assistant (a tutor reply)")
+    content = serializers.CharField(allow_blank=True, help_text="The scrubbed copy")
+
+
+class FlagQueueOut(FlagOut):
+    conversation_id = serializers.IntegerField()
+    student = serializers.CharField(help_text="The pseudonym's first 8 characters")
+    message = FlagMessageOut()
+    actions = FlagActionOut(many=True)
+    alerts = FlagAlertOut(many=True, help_text="Emails and escalations (banner views are counted)")
+    banner_views = serializers.IntegerField(help_text="How many times a teacher's launch showed it")
+
+
+class FlagActionIn(StrictInputSerializer):
+    # A note on its own is the page's "Add the note"; here a note goes with a change of state.
+    action = serializers.ChoiceField(
+        choices=[(a.value, a.label) for a in FlagAction.Action if a != FlagAction.Action.NOTE]
+    )
+    note = NoteField(required=False)
 
 
 class ReviewIn(StrictInputSerializer):
@@ -255,6 +366,45 @@ class ReviewConversationListApi(APIView):
         )
 
 
+def flag_payload(flag) -> dict:
+    return {
+        "id": flag.id,
+        "category": flag.category,
+        "urgent": flag.urgent,
+        "state": flag.state,
+        "reason": flag.reason,
+        "created_at": flag.created_at,
+        "acknowledged_at": flag.acknowledged_at,
+        "resolved_at": flag.resolved_at,
+        "escalated_at": flag.escalated_at,
+    }
+
+
+def flag_queue_payload(flag, *, names: dict[int, str]) -> dict:
+    return {
+        **flag_payload(flag),
+        "conversation_id": flag.conversation_id,
+        "student": flag.conversation.person.pseudonym[:8],
+        "message": {"id": flag.message_id, "role": flag.message.sender, "content": flag.message.content_scrubbed or ""},
+        "actions": [
+            {
+                "action": action.action,
+                "state": action.state,
+                "note": action.note,
+                "actor": action.actor.pseudonym[:8] if action.actor else None,
+                "actor_name": names.get(action.actor_id, ""),
+                "created_at": action.created_at,
+            }
+            for action in flag.actions.all()
+        ],
+        "alerts": [
+            {"kind": alert.kind, "status": alert.status, "recipients": alert.recipients, "created_at": alert.created_at}
+            for alert in flag.alerts.all()
+        ],
+        "banner_views": flag.banner_views,
+    }
+
+
 def review_message_payload(message) -> dict:
     reviewed = getattr(message, "review", None) if hasattr(message, "review") else None
     return {
@@ -264,7 +414,8 @@ def review_message_payload(message) -> dict:
         "status": message.status,
         "screened": bool(message.guardrail),
         "student_rating": message.student_rating,
-        "flagged": any(flag.resolved_at is None for flag in message.flags.all()),
+        "flagged": any(flag.state != FlagState.RESOLVED for flag in message.flags.all()),
+        "flags": [flag_payload(flag) for flag in message.flags.all()],
         "review": None
         if reviewed is None
         else {
@@ -308,6 +459,58 @@ class ReviewReplyApi(APIView):
             )
         message = review.review_messages_one(course_id=reviewer.course_id, message_id=message_id)
         return Response(review_message_payload(message))
+
+
+FLAG_FILTER_PARAMETERS = [
+    OpenApiParameter("state", str, enum=list(flags.STATE_FILTERS), description="Default: unresolved"),
+    OpenApiParameter("category", str, pattern="^[a-z0-9_]{1,64}$", description="A flag category, e.g. self_harm"),
+    OpenApiParameter("urgent", str, enum=["1", "0"], description="1: urgent only; 0: the others"),
+]
+
+
+class ReviewFlagListApi(APIView):
+    """Teachers: the launched course's safety queue (urgent first, newest first; at most 500)."""
+
+    @extend_schema(responses=FlagQueueOut(many=True), parameters=FLAG_FILTER_PARAMETERS)
+    def get(self, request: Request) -> Response:
+        reviewer = reviewer_for(request)
+        params = request.query_params
+        state, urgent, category = params.get("state", "unresolved"), params.get("urgent"), params.get("category")
+        if (
+            state not in flags.STATE_FILTERS
+            or urgent not in {None, "1", "0"}
+            or (category is not None and not flags.CATEGORY_PATTERN.fullmatch(category))
+        ):
+            raise DomainError(
+                "state must be one of " + ", ".join(flags.STATE_FILTERS) + "; urgent 1 or 0; category a category "
+                "name (lower-case letters, digits and _).",
+                code="bad_filter",
+            )
+        filters = flags.FlagFilters(state=state, category=category or "", urgent={"1": True, "0": False}.get(urgent))
+        names = review.student_names(course_id=reviewer.course_id)
+        rows = flags.flag_queue(course_id=reviewer.course_id, filters=filters)[:500]
+        return Response([flag_queue_payload(flag, names=names) for flag in rows])
+
+
+class ReviewFlagActionApi(APIView):
+    """Teachers: acknowledge, resolve or reopen a flag of the launched course, with a note (scrubbed)."""
+
+    error_statuses = (409,)  # flag_state_conflict: someone else changed it first
+
+    @extend_schema(request=FlagActionIn, responses={201: FlagQueueOut})
+    def post(self, request: Request, flag_id: int) -> Response:
+        reviewer = reviewer_for(request)
+        data = FlagActionIn(data=request.data)
+        data.is_valid(raise_exception=True)
+        flags.flag_act(
+            reviewer=reviewer,
+            flag_id=flag_id,
+            action=data.validated_data["action"],
+            note=data.validated_data.get("note", ""),
+        )
+        flag = flags.flag_one(course_id=reviewer.course_id, flag_id=flag_id)
+        names = review.student_names(course_id=reviewer.course_id)
+        return Response(flag_queue_payload(flag, names=names), status=status.HTTP_201_CREATED)
 
 
 class ConversationListApi(APIView):
@@ -387,6 +590,27 @@ class TutorSettingsApi(APIView):
         data.is_valid(raise_exception=True)
         tutor_settings = chat.tutor_settings_update(launched=request.user, **data.validated_data)
         return Response(TutorSettingsIO(tutor_settings).data)
+
+
+class SafetyAlertsApi(APIView):
+    """Teachers and administrators: where the launched course's urgent flags are emailed (docs/alerts.md)."""
+
+    @extend_schema(responses=SafetyAlertsIO)
+    def get(self, request: Request) -> Response:
+        reviewer = reviewer_for(request)
+        return Response(alerts.alert_addresses_get(course_id=reviewer.course_id))
+
+    @extend_schema(request=SafetyAlertsIO, responses=SafetyAlertsIO)
+    def put(self, request: Request) -> Response:
+        reviewer = reviewer_for(request)
+        data = SafetyAlertsIO(data=request.data)
+        data.is_valid(raise_exception=True)
+        alerts.alert_addresses_set(
+            actor=reviewer,
+            alert_emails=data.validated_data.get("alert_emails"),
+            escalation_emails=data.validated_data.get("escalation_emails"),
+        )
+        return Response(alerts.alert_addresses_get(course_id=reviewer.course_id))
 
 
 class ServerSentEvent(serializers.Serializer):

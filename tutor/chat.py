@@ -31,7 +31,8 @@ from serving.client import (
 from tutor import guardrails, scrubbing
 from tutor.auth import Launched
 from tutor.errors import DomainError, Forbidden, NotFound
-from tutor.models import Conversation, Flag, Message, MessageStatus, Role, TutorSettings
+from tutor.flags import flag_raise
+from tutor.models import Conversation, Message, MessageStatus, Role, TutorSettings
 from tutor.prompts import system_prompt_for, system_prompt_record
 
 logger = logging.getLogger(__name__)
@@ -235,13 +236,7 @@ def _message_store(*, conversation: Conversation, content: str, scrubbed: dict, 
         completed_at=timezone.now(),
         system_prompt=system_prompt_record(text=system_prompt),
     )
-    Flag.objects.create(
-        course_id=conversation.course_id,
-        conversation=conversation,
-        message=message,
-        category=verdict.category,
-        reason=verdict.flag_reason,
-    )
+    flag_raise(message=message, category=verdict.category, reason=verdict.flag_reason, urgent=verdict.urgent)
     logger.info("guardrail %s on conversation %s", verdict.category, conversation.id)
     return Posted(message=message, screened_reply=reply)
 
@@ -269,12 +264,11 @@ def _reply_finish(reply: Message, *, text: str, system_prompt: str) -> Message:
         reply.save(update_fields=["content", "content_scrubbed", "pii_found", "guardrail", "status", "completed_at"])
         scrubbing.conversation_rescrub(message=reply)
         if verdict:
-            Flag.objects.create(
-                course_id=reply.conversation.course_id,
-                conversation=reply.conversation,
+            flag_raise(
                 message=reply,
                 category=verdict.category,
                 reason=(verdict.flag_reason + " Original reply: " + withheld[:200])[:300],
+                urgent=verdict.urgent,
             )
     return reply
 

@@ -133,6 +133,18 @@ class TutorSettings(models.Model):
         Person, null=True, blank=True, related_name="+", on_delete=models.SET_NULL
     )
     training_consent_changed_at = models.DateTimeField(null=True, blank=True)
+    # Staff addresses the course's own people typed in (the LMS shares no email with the tutor):
+    # never a student's, shown to the course's teachers and administrators only.
+    safety_alert_emails = models.TextField(
+        blank=True,
+        help_text="Comma-separated addresses emailed when a student's message raises an urgent flag "
+        "(set by the course's teachers).",
+    )
+    safety_escalation_emails = models.TextField(
+        blank=True,
+        help_text="Comma-separated addresses emailed when nobody acknowledges an urgent flag in time "
+        "(set by the course's administrators).",
+    )
     updated_at = models.DateTimeField(auto_now=True)
 
     def __str__(self) -> str:
@@ -215,21 +227,100 @@ class Message(models.Model):
         return f"{self.sender} message {self.pk}"
 
 
+class FlagState(models.TextChoices):
+    OPEN = "open", "Open"
+    ACKNOWLEDGED = "acknowledged", "Acknowledged"
+    RESOLVED = "resolved", "Resolved"
+
+
 class Flag(models.Model):
-    """Something a course's teachers should look at (raised by guardrails or people)."""
+    """Something a course's teachers should look at (raised by guardrails or people), triaged
+    open → acknowledged → resolved (tutor.flags)."""
 
     course = models.ForeignKey(Course, related_name="flags", on_delete=models.CASCADE)
     conversation = models.ForeignKey(Conversation, related_name="flags", on_delete=models.CASCADE)
     message = models.ForeignKey(Message, related_name="flags", on_delete=models.CASCADE)
     category = models.CharField(max_length=64)
     reason = models.CharField(max_length=300)
+    urgent = models.BooleanField(
+        default=False, help_text="Self-harm or abuse: the teachers are alerted, the administrators if nobody acts."
+    )
+    state = models.CharField(max_length=16, choices=FlagState.choices, default=FlagState.OPEN)
     raised_by = models.ForeignKey(Person, null=True, blank=True, related_name="+", on_delete=models.SET_NULL)
     created_at = models.DateTimeField(auto_now_add=True)
+    acknowledged_at = models.DateTimeField(null=True, blank=True)
+    acknowledged_by = models.ForeignKey(Person, null=True, blank=True, related_name="+", on_delete=models.SET_NULL)
     resolved_at = models.DateTimeField(null=True, blank=True)
     resolved_by = models.ForeignKey(Person, null=True, blank=True, related_name="+", on_delete=models.SET_NULL)
+    escalate_at = models.DateTimeField(
+        null=True, blank=True, help_text="When this urgent flag, still open, goes to the administrators (NULL: never)."
+    )
+    escalated_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        indexes = [
+            models.Index(fields=["course", "state"], name="flag_course_state"),
+            models.Index(fields=["state", "escalate_at"], name="flag_escalation_due"),
+        ]
 
     def __str__(self) -> str:
         return f"{self.category} flag on message {self.message_id}"
+
+
+class FlagAction(models.Model):
+    """A teacher's action on a flag, with its note: the triage history (who, when, what)."""
+
+    class Action(models.TextChoices):
+        ACKNOWLEDGE = "acknowledge", "Acknowledged"
+        RESOLVE = "resolve", "Resolved"
+        REOPEN = "reopen", "Reopened"
+        NOTE = "note", "Note"
+
+    flag = models.ForeignKey(Flag, related_name="actions", on_delete=models.CASCADE)
+    action = models.CharField(max_length=16, choices=Action.choices)
+    state = models.CharField(max_length=16, choices=FlagState.choices, help_text="The flag's state after the action.")
+    actor = models.ForeignKey(Person, null=True, blank=True, related_name="+", on_delete=models.SET_NULL)
+    note = models.TextField(blank=True, help_text="Scrubbed before it is stored: every teacher of the course reads it.")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["id"]
+
+    def __str__(self) -> str:
+        return f"{self.action} on flag {self.flag_id}"
+
+
+class FlagAlert(models.Model):
+    """One alert about a flag: an email to the teachers, a banner a teacher was shown, an escalation."""
+
+    class Kind(models.TextChoices):
+        EMAIL = "email", "Email to the course's alert addresses"
+        BANNER = "banner", "Banner on a teacher's launch"
+        ESCALATION = "escalation", "Escalation email to the administrators"
+
+    class Status(models.TextChoices):
+        SENT = "sent", "Sent"
+        SHOWN = "shown", "Shown"
+        SKIPPED = "skipped", "Not sent: no address is set"
+        FAILED = "failed", "Sending failed"
+
+    flag = models.ForeignKey(Flag, related_name="alerts", on_delete=models.CASCADE)
+    kind = models.CharField(max_length=16, choices=Kind.choices)
+    status = models.CharField(max_length=16, choices=Status.choices)
+    recipients = models.JSONField(
+        default=list, blank=True, help_text="The staff alert addresses it went to (from settings; never a student's)."
+    )
+    person = models.ForeignKey(
+        Person, null=True, blank=True, related_name="+", on_delete=models.SET_NULL, help_text="Who saw the banner."
+    )
+    error = models.CharField(max_length=200, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["id"]
+
+    def __str__(self) -> str:
+        return f"{self.kind} ({self.status}) for flag {self.flag_id}"
 
 
 class ReviewDecision(models.TextChoices):

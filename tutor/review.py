@@ -17,6 +17,7 @@ from django.utils import timezone
 
 from tutor import scrubbing
 from tutor.errors import Forbidden, NotFound
+from tutor.flags import UNRESOLVED, flag_raise, flags_resolve_for_message, flags_unresolved
 from tutor.models import (
     Conversation,
     Flag,
@@ -67,7 +68,7 @@ def review_conversations(*, course_id: int, filters: ConversationFilters) -> Que
     replies = Message.objects.filter(conversation=OuterRef("pk"), sender=Message.Sender.TUTOR)
     conversations = Conversation.objects.filter(course_id=course_id).annotate(
         reply_count=Count("messages", filter=Q(messages__sender=Message.Sender.TUTOR), distinct=True),
-        open_flags=Count("flags", filter=Q(flags__resolved_at__isnull=True), distinct=True),
+        open_flags=Count("flags", filter=Q(flags__state__in=UNRESOLVED), distinct=True),
         approved=Count("messages", filter=Q(messages__review__decision=ReviewDecision.APPROVED), distinct=True),
         has_unreviewed=Exists(
             replies.filter(status=MessageStatus.COMPLETE, guardrail="").exclude(
@@ -150,7 +151,7 @@ def course_overview(*, course_id: int, weeks: int = 8) -> dict:
         "replies": replies.count(),
         "helpful_teacher_pct": share(teacher_rated, Q(review__helpful=True)),
         "helpful_student_pct": share(student_rated, Q(student_rating=1)),
-        "open_flags": Flag.objects.filter(course_id=course_id, resolved_at__isnull=True).count(),
+        "open_flags": flags_unresolved(course_id=course_id).count(),  # what the safety queue lists
         "approved": replies.filter(review__decision=ReviewDecision.APPROVED).count(),
         "corrected": replies.filter(review__decision=ReviewDecision.APPROVED).exclude(review__correction="").count(),
         "rejected": replies.filter(review__decision=ReviewDecision.REJECTED).count(),
@@ -229,20 +230,19 @@ def message_flag_set(*, reviewer: Membership, message_id: int, flagged: bool, re
     )
     if message is None:
         raise NotFound("No such message in this course.")
-    open_flags = Flag.objects.filter(message=message, resolved_at__isnull=True)
+    open_flags = Flag.objects.filter(message=message, state__in=UNRESOLVED)
     if flagged and not open_flags.exists():
         if reason.strip():  # every teacher of the course reads it
             reason = scrubbing.text_scrub(conversation=message.conversation, text=reason.strip()).text
-        Flag.objects.create(
-            course_id=reviewer.course_id,
-            conversation=message.conversation,
+        flag_raise(
             message=message,
             category="teacher",
-            reason=(reason.strip() or "Flagged by a teacher.")[:300],
+            reason=reason.strip() or "Flagged by a teacher.",
+            urgent=False,
             raised_by=reviewer.person,
         )
         review_event_record(course_id=reviewer.course_id, actor=reviewer.person, action="flag", message_id=message.id)
     elif not flagged and open_flags.exists():
-        open_flags.update(resolved_at=timezone.now(), resolved_by=reviewer.person)
+        flags_resolve_for_message(reviewer=reviewer, message=message, note="Unflagged on the conversation's review.")
         review_event_record(course_id=reviewer.course_id, actor=reviewer.person, action="unflag", message_id=message.id)
     return message

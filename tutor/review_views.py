@@ -28,7 +28,7 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 from tutor import review
 from tutor.auth import launch_session_enter, launch_session_read, launch_token_read
 from tutor.errors import DomainError, NotAuthenticated
-from tutor.models import Membership, ReviewDecision
+from tutor.models import FlagState, Membership, ReviewDecision
 from tutor.services import training_consent_set
 
 RATING_LABELS = [
@@ -48,7 +48,10 @@ class ReviewEntryRefused(DomainError):
 def reviewer_from_session(request: HttpRequest, course_id: int) -> Membership:
     launched = launch_session_read(request)
     if launched is None:
-        raise NotAuthenticated("Open the tutor from your course, then choose “Review conversations”.")
+        raise NotAuthenticated(
+            "Open the tutor from your course, then choose “Review conversations” (or, for an urgent flag, "
+            "“Open the safety queue”)."
+        )
     return review.reviewer_get(person_id=launched.membership.person_id, course_id=course_id)
 
 
@@ -82,7 +85,9 @@ def review_enter(request: HttpRequest) -> HttpResponse:
     launched = launch_token_read(request.POST.get("t", ""))
     review.reviewer_get(person_id=launched.membership.person_id, course_id=launched.course_id)
     launch_session_enter(request, launched=launched)
-    return HttpResponseRedirect(reverse("review-course", args=[launched.course_id]))
+    # The safety banner's button opens the queue; anything else the course's review.
+    target = "review-flags" if request.POST.get("next") == "flags" else "review-course"
+    return HttpResponseRedirect(reverse(target, args=[launched.course_id]))
 
 
 @require_GET
@@ -138,7 +143,7 @@ def review_conversation(request: HttpRequest, course_id: int, conversation_id: i
                         (name, label, getattr(getattr(message, "review", None), name, None))
                         for name, label in RATING_LABELS
                     ],
-                    "flagged": any(flag.resolved_at is None for flag in message.flags.all()),
+                    "flagged": any(flag.state != FlagState.RESOLVED for flag in message.flags.all()),
                 }
                 for message in review.review_messages(conversation=conversation)
             ],

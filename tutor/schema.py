@@ -47,6 +47,17 @@ class MessageContentScheme(OpenApiSerializerFieldExtension):
         }
 
 
+class PatternTextScheme(OpenApiSerializerFieldExtension):
+    """A PatternTextField (safety alert addresses, a teacher's note): the very pattern it checks."""
+
+    target_class = "tutor.api.PatternTextField"
+    match_subclasses = True
+
+    def map_serializer_field(self, auto_schema, direction):
+        field = self.target
+        return {"type": "string", "maxLength": field.max_length, "pattern": f"^(?:{field.pattern})$"}
+
+
 class ErrorBody(serializers.Serializer):
     code = serializers.CharField(help_text="Stable machine-readable code (docs/errors.md).")
     message = serializers.CharField(help_text="Plain words a person can act on.")
@@ -63,7 +74,8 @@ ERROR_DESCRIPTIONS = {
     401: "No launch token or launched session, or the token has expired.",
     403: "The launched role may not do this (or a session write without its CSRF token).",
     404: "No such resource in the launched course (unknown or non-integer ids included).",
-    409: "Nothing to do: e.g. a retry when the last message already has its reply.",
+    409: "Nothing to do: e.g. a retry when the last message already has its reply, or an action on a flag "
+    "that someone else changed first.",
     413: "The body is over the upload limit.",
     429: "Too many messages (`detail.retry_after_seconds`).",
     503: "The database is busy (`database_busy`) or, for chat, the model server is unavailable "

@@ -267,6 +267,34 @@ SAFETY_RESOURCES = json.loads(os.environ.get("SAFETY_RESOURCES", "{}"))
 SAFETY_CLASSIFIER_ENABLED = env_bool("SAFETY_CLASSIFIER_ENABLED", False)
 MODERATION_TIMEOUT_SECONDS = float(os.environ.get("MODERATION_TIMEOUT_SECONDS", "3"))
 
+# --- Safety alerts (tutor/flags.py, tutor/alerts.py; docs/alerts.md) -------------------------------
+# Besides each course's own alert addresses (its teachers set them in the tutor settings), these
+# receive every urgent flag of every course (comma-separated; a safeguarding team's address).
+SAFETY_ALERT_EMAILS = env_list("SAFETY_ALERT_EMAILS")
+# An urgent flag nobody acknowledged this many minutes after it was raised is emailed to the
+# course's escalation addresses (set by its administrators) and to these. 0: never escalate.
+SAFETY_ADMIN_EMAILS = env_list("SAFETY_ADMIN_EMAILS")
+SAFETY_ESCALATE_AFTER_MINUTES = float(os.environ.get("SAFETY_ESCALATE_AFTER_MINUTES", "30"))
+# Each urgent flag schedules its own escalation task; a periodic sweep (this often, in seconds)
+# escalates any whose task was lost (a broker restart, a worker that was down).
+SAFETY_ESCALATION_SWEEP_SECONDS = float(os.environ.get("SAFETY_ESCALATION_SWEEP_SECONDS", "60"))
+
+# Email (Django's email framework). In debug (the demo) messages are written to files in
+# var/outbox, which the development LMS lists at /devlms/outbox/; otherwise SMTP.
+EMAIL_BACKEND = os.environ.get(
+    "EMAIL_BACKEND",
+    "django.core.mail.backends.filebased.EmailBackend" if DEBUG else "django.core.mail.backends.smtp.EmailBackend",
+)
+EMAIL_FILE_PATH = os.environ.get("EMAIL_FILE_PATH", str(VAR_DIR / "outbox"))
+EMAIL_HOST = os.environ.get("EMAIL_HOST", "localhost")
+EMAIL_PORT = int(os.environ.get("EMAIL_PORT", "25"))
+EMAIL_HOST_USER = os.environ.get("EMAIL_HOST_USER", "")
+EMAIL_HOST_PASSWORD = os.environ.get("EMAIL_HOST_PASSWORD", "")
+EMAIL_USE_TLS = env_bool("EMAIL_USE_TLS", False)
+EMAIL_USE_SSL = env_bool("EMAIL_USE_SSL", False)
+EMAIL_TIMEOUT = float(os.environ.get("EMAIL_TIMEOUT", "10"))
+DEFAULT_FROM_EMAIL = os.environ.get("DEFAULT_FROM_EMAIL", f"{TOOL_TITLE} <tutor@localhost>")
+
 # --- Privacy, review and training data ----------------------------------------------------
 # Conversations (and everything about them) are deleted this many days after their last
 # message by a daily Celery task; 0 keeps them until erased.
@@ -351,6 +379,7 @@ CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 CELERY_BEAT_SCHEDULE = {
     "conversations-expire": {"task": "tutor.tasks.conversations_expire", "schedule": 24 * 3600},
     "retrain-due": {"task": "training.tasks.retrain_due", "schedule": 24 * 3600},
+    "flags-escalate-due": {"task": "tutor.tasks.flags_escalate_due", "schedule": SAFETY_ESCALATION_SWEEP_SECONDS},
 }
 # One training job per GPU worker at a time; no prefetching a second one.
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1

@@ -6,7 +6,7 @@ from drf_spectacular.views import SpectacularAPIView
 
 from training import api as training_api
 from training import views as training_views
-from tutor import api, review_views
+from tutor import api, review_views, triage_views
 
 
 def healthz(request):
@@ -39,6 +39,7 @@ urlpatterns = [
     path("api/v1/course/tutor-settings/", api.TutorSettingsApi.as_view(), name="api-tutor-settings"),
     path("api/v1/me/training/", api.TrainingChoiceApi.as_view(), name="api-training-choice"),
     path("api/v1/course/training-consent/", api.TrainingConsentApi.as_view(), name="api-training-consent"),
+    path("api/v1/course/safety-alerts/", api.SafetyAlertsApi.as_view(), name="api-safety-alerts"),
     path("api/v1/course/dataset-exports/", training_api.DatasetExportApi.as_view(), name="api-dataset-exports"),
     path("api/v1/course/training-jobs/", training_api.TrainingJobListApi.as_view(), name="api-training-jobs"),
     path(
@@ -53,6 +54,10 @@ urlpatterns = [
         name="api-review-conversation",
     ),
     path("api/v1/review/replies/<int:message_id>/", api.ReviewReplyApi.as_view(), name="api-review-reply"),
+    path("api/v1/review/flags/", api.ReviewFlagListApi.as_view(), name="api-review-flags"),
+    path(
+        "api/v1/review/flags/<int:flag_id>/actions/", api.ReviewFlagActionApi.as_view(), name="api-review-flag-action"
+    ),
     path("review/enter/", review_views.review_enter, name="review-enter"),
     path("review/<int:course_id>/", review_views.review_course, name="review-course"),
     path(
@@ -61,6 +66,9 @@ urlpatterns = [
         name="review-conversation",
     ),
     path("review/<int:course_id>/replies/<int:message_id>/", review_views.review_reply, name="review-reply"),
+    path("review/<int:course_id>/flags/", triage_views.review_flags, name="review-flags"),
+    path("review/<int:course_id>/flags/<int:flag_id>/", triage_views.review_flag_action, name="review-flag-action"),
+    path("review/<int:course_id>/flags/addresses/", triage_views.review_flag_addresses, name="review-flag-addresses"),
     path(
         "review/<int:course_id>/training-consent/",
         review_views.review_training_consent,
