@@ -82,8 +82,10 @@ def demo_model():
 
 
 @pytest.fixture(scope="session")
-def celery_worker_log(django_db_setup, vllm_url):
-    """A real Celery worker (queue `default`) on the real Redis broker and the test database."""
+def celery_worker_log(django_db_setup, vllm_url, live_server):
+    """The one real Celery worker of queue `default` (a second one would take some of the tasks
+    meant for the first), on the real Redis broker and the test database, with the live server's
+    PUBLIC_BASE_URL as deployed: the links in its emails point at the tool."""
     from django.conf import settings
 
     from tests.support.servers import celery_worker
@@ -91,7 +93,7 @@ def celery_worker_log(django_db_setup, vllm_url):
     with celery_worker(
         database_url=database_url_for_tests(),
         broker_url=settings.CELERY_BROKER_URL,
-        extra_env={"VLLM_BASE_URL": vllm_url},
+        extra_env={"VLLM_BASE_URL": vllm_url, "PUBLIC_BASE_URL": live_server.url},
     ) as (log, _process):
         yield log
 

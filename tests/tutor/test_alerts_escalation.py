@@ -13,7 +13,6 @@ import requests
 from django.conf import settings as django_settings
 
 from devlms.outbox import SEPARATOR
-from tests.support.db import database_url_for_tests
 from tests.tutor.test_alerts import SELF_HARM, addresses_put, launched, student_says
 from tutor.models import Flag, FlagAlert
 from tutor.tasks import flags_escalate_due
@@ -24,17 +23,10 @@ DELAY_MINUTES = 0.1  # six seconds
 
 
 @pytest.fixture
-def escalation_worker(tool):
-    """A worker of the `default` queue of its own (no model server: escalation needs none), with the
-    web server's PUBLIC_BASE_URL, as deployed (the emails link to the safety queue)."""
-    from tests.support.servers import celery_worker
-
-    with celery_worker(
-        database_url=database_url_for_tests(),
-        broker_url=django_settings.CELERY_BROKER_URL,
-        extra_env={"PUBLIC_BASE_URL": tool},
-    ) as (log, _):
-        yield log
+def escalation_worker(tool, celery_worker_log):
+    """The session's worker of the `default` queue: it runs with the web server's PUBLIC_BASE_URL,
+    as deployed (the emails link to the safety queue)."""
+    return celery_worker_log
 
 
 def emails_about(flag: Flag) -> list[str]:
