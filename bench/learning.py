@@ -732,7 +732,7 @@ def docs_write(path: Path, lines: list[str], args: argparse.Namespace) -> None:
 def run(args: argparse.Namespace) -> int:
     var = Path(tempfile.mkdtemp(prefix="bench-learning-var-"))
     os.environ.update(
-        DJANGO_SETTINGS_MODULE="tests.settings",  # the servers tests/support starts use it: tutor.settings + defaults
+        DJANGO_SETTINGS_MODULE="tests.settings",  # the servers tests/support starts use it: config.settings + defaults
         TUTOR_VAR_DIR=str(var),
         DATABASE_URL=args.database_url,
         REDIS_URL=args.redis_url,

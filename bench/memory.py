@@ -79,7 +79,7 @@ def child(kind: str, data: Path, steps: int, out: Path) -> None:
         trainer.train()
         seconds = time.perf_counter() - begun
     else:
-        os.environ.setdefault("DJANGO_SETTINGS_MODULE", "tutor.settings")
+        os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
         os.environ.setdefault("DJANGO_DEBUG", "1")
         import django
 
@@ -116,7 +116,7 @@ def main() -> None:
     if args.child:
         child(args.child, args.data, args.steps, args.out)
         return
-    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "tutor.settings")
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
     os.environ.setdefault("DJANGO_DEBUG", "1")
     os.environ.setdefault("TUTOR_VAR_DIR", tempfile.mkdtemp(prefix="bench-memory-var-"))
     os.environ.pop("DATABASE_URL", None)

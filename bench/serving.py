@@ -116,7 +116,7 @@ def main() -> None:
     vllm, app = f"http://127.0.0.1:{vllm_port}", f"http://127.0.0.1:{app_port}"
     env = {
         **os.environ,
-        "DJANGO_SETTINGS_MODULE": "tutor.settings",
+        "DJANGO_SETTINGS_MODULE": "config.settings",
         "DJANGO_DEBUG": "1",
         "DEVLMS_ENABLED": "1",
         "TUTOR_VAR_DIR": str(var),
@@ -141,7 +141,7 @@ def main() -> None:
                 sys.executable,
                 "-m",
                 "uvicorn",
-                "tutor.asgi:application",
+                "config.asgi:application",
                 "--port",
                 str(app_port),
                 "--log-level",

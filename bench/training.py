@@ -264,7 +264,7 @@ def main() -> None:
     args = parser.parse_args()
     var = Path(tempfile.mkdtemp(prefix="bench-training-var-"))
     os.environ.update(
-        DJANGO_SETTINGS_MODULE="tutor.settings",
+        DJANGO_SETTINGS_MODULE="config.settings",
         DJANGO_DEBUG="1",
         TUTOR_VAR_DIR=str(var),
         VLLM_PORT="18121",

@@ -13,6 +13,6 @@ cd "$(dirname "$0")/.."
 PY=${PYTHON:-.venv/bin/python}
 "$PY" manage.py migrate --no-input
 "$PY" manage.py collectstatic --no-input -v0
-exec "$PY" -m uvicorn tutor.asgi:application \
+exec "$PY" -m uvicorn config.asgi:application \
   --host "${WEB_HOST:-127.0.0.1}" --port "${WEB_PORT:-8000}" \
   --workers "${WEB_WORKERS:-2}" --proxy-headers --forwarded-allow-ips "${FORWARDED_ALLOW_IPS:-127.0.0.1}"

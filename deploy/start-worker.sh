@@ -13,8 +13,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-.venv/bin/python}
 case "${1:-}" in
-  default) exec "$PY" -m celery -A tutor worker -Q default -c "${WORKER_CONCURRENCY:-2}" -n "default@%h" --loglevel INFO ;;
-  gpu) exec "$PY" -m celery -A tutor worker -Q gpu -c 1 --prefetch-multiplier 1 -n "gpu${CUDA_VISIBLE_DEVICES:-}@%h" --loglevel INFO ;;
-  beat) exec "$PY" -m celery -A tutor beat --loglevel INFO -s "${TUTOR_VAR_DIR:-var}/celerybeat-schedule" ;;
+  default) exec "$PY" -m celery -A config worker -Q default -c "${WORKER_CONCURRENCY:-2}" -n "default@%h" --loglevel INFO ;;
+  gpu) exec "$PY" -m celery -A config worker -Q gpu -c 1 --prefetch-multiplier 1 -n "gpu${CUDA_VISIBLE_DEVICES:-}@%h" --loglevel INFO ;;
+  beat) exec "$PY" -m celery -A config beat --loglevel INFO -s "${TUTOR_VAR_DIR:-var}/celerybeat-schedule" ;;
   *) echo "usage: $0 default|gpu|beat" >&2; exit 2 ;;
 esac

@@ -39,7 +39,13 @@ class PromptSize:
 class Reply:
     content: str
     finish_reason: str | None
-    model: str
+    model: str  # the name vLLM says answered (the adapter's, or the base model's)
+
+
+@dataclass(frozen=True)
+class ReplyPiece:
+    text: str
+    model: str  # as vLLM reports it on the chunk
 
 
 def _timeout() -> httpx.Timeout:
@@ -119,8 +125,8 @@ def chat_complete(*, model: str, messages: list[dict]) -> Reply:
     return Reply(content=choice.message.content or "", finish_reason=choice.finish_reason, model=completion.model)
 
 
-async def chat_stream(*, model: str, messages: list[dict]) -> AsyncIterator[str]:
-    """The reply as it is generated, piece by piece."""
+async def chat_stream(*, model: str, messages: list[dict]) -> AsyncIterator[ReplyPiece]:
+    """The reply as it is generated, piece by piece, each with the model vLLM says produced it."""
     from asgiref.sync import sync_to_async
 
     client = _async_client(settings.VLLM_BASE_URL)
@@ -136,7 +142,7 @@ async def chat_stream(*, model: str, messages: list[dict]) -> AsyncIterator[str]
         async with stream:
             async for chunk in stream:
                 if chunk.choices and chunk.choices[0].delta.content:
-                    yield chunk.choices[0].delta.content
+                    yield ReplyPiece(text=chunk.choices[0].delta.content, model=chunk.model)
     except openai.OpenAIError as exc:
         raise _unavailable(exc) from exc
 

@@ -24,4 +24,4 @@ os.environ.setdefault("MODEL_TEMPERATURE", "0")
 # which the tests read (in the test process itself Django's test runner keeps mail in memory).
 os.environ.setdefault("EMAIL_BACKEND", "django.core.mail.backends.filebased.EmailBackend")
 
-from tutor.settings import *  # noqa: E402, F403
+from config.settings import *  # noqa: E402, F403

@@ -201,7 +201,7 @@ def test_a_database_that_stays_locked_answers_in_json_with_a_retry(demo):
     env = {**demo.env, "DJANGO_DEBUG": "1", "DATABASE_SQLITE_TIMEOUT_SECONDS": "0.5"}
     env["VLLM_BASE_URL"] = f"http://127.0.0.1:{env['VLLM_PORT']}"
     process, log = spawn(
-        [str(ROOT / ".venv/bin/uvicorn"), "tutor.asgi:application", "--host", "127.0.0.1", "--port", str(port)],
+        [str(ROOT / ".venv/bin/uvicorn"), "config.asgi:application", "--host", "127.0.0.1", "--port", str(port)],
         env,
         "busy-app-",
     )

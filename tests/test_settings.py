@@ -12,7 +12,7 @@ import pytest
 pytestmark = [pytest.mark.fast]
 
 PRODUCTION_ENV = {
-    "DJANGO_SETTINGS_MODULE": "tutor.settings",
+    "DJANGO_SETTINGS_MODULE": "config.settings",
     "DJANGO_DEBUG": "0",
     "PUBLIC_BASE_URL": "https://tutor.school.edu",
     "SECRET_KEY": "k3y-" + "Zq8xW2vN5mR7tY1uI4oP6aS9dF0gH3jK" * 2,

@@ -9,8 +9,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from training.datasets import dataset_export
-from tutor import review
-from tutor.api import reviewer_for
+from tutor.access import IsCourseAdmin
 from tutor.parsers import StrictInputSerializer
 
 
@@ -29,12 +28,12 @@ class ExportOut(serializers.Serializer):
 class DatasetExportApi(APIView):
     """Admins: export the launched course's training dataset (see docs/training-data.md)."""
 
+    permission_classes = [IsCourseAdmin]
     error_statuses = (409,)  # training_not_consented, and the like (documented in the schema)
 
     @extend_schema(request=ExportIn, responses={201: ExportOut})
     def post(self, request: Request) -> Response:
-        reviewer = reviewer_for(request)
-        review.admin_check(reviewer=reviewer)
+        reviewer = request.reviewer
         data = ExportIn(data=request.data)
         data.is_valid(raise_exception=True)
         export = dataset_export(
@@ -101,14 +100,14 @@ def job_payload(job) -> dict:
 class TrainingJobListApi(APIView):
     """Admins: retrain the launched course's adapter (a job on the `gpu` queue)."""
 
+    permission_classes = [IsCourseAdmin]
     error_statuses = (409,)  # training_not_consented, and the like (documented in the schema)
 
     @extend_schema(request=TrainingJobIn, responses={201: TrainingJobOut})
     def post(self, request: Request) -> Response:
         from training.jobs import training_job_start
 
-        reviewer = reviewer_for(request)
-        review.admin_check(reviewer=reviewer)
+        reviewer = request.reviewer
         data = TrainingJobIn(data=request.data)
         data.is_valid(raise_exception=True)
         job = training_job_start(course=reviewer.course, requested_by=reviewer.person, overrides=data.validated_data)
@@ -118,12 +117,13 @@ class TrainingJobListApi(APIView):
 class TrainingJobDetailApi(APIView):
     """Admins: a job's progress (poll it); DELETE cancels it."""
 
+    permission_classes = [IsCourseAdmin]
+
     def _job(self, request: Request, job_id: int):
         from training.models import TrainingJob
         from tutor.errors import NotFound
 
-        reviewer = reviewer_for(request)
-        review.admin_check(reviewer=reviewer)
+        reviewer = request.reviewer
         job = TrainingJob.objects.select_related("adapter").filter(pk=job_id, course_id=reviewer.course_id).first()
         if job is None:
             raise NotFound("No such training job in this course.")

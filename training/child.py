@@ -28,7 +28,7 @@ def failure_write(work: Path, *, kind: str, message: str) -> None:
 
 def main(job_id: int) -> int:
     started = time.monotonic()  # the setup an estimate must count starts here, imports included
-    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "tutor.settings")
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
     import django
 
     django.setup()

@@ -1,6 +1,6 @@
 """Celery tasks of the training app (queue `gpu`: one job at a time per GPU worker).
 
-celery -A tutor worker -Q gpu -c 1 --prefetch-multiplier 1
+celery -A config worker -Q gpu -c 1 --prefetch-multiplier 1
 """
 
 from __future__ import annotations

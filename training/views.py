@@ -19,15 +19,14 @@ from serving.models import AdapterVersion
 from training.datasets import dataset_export, sibling_paths
 from training.jobs import adapter_holds_erased_data, job_cancel, job_decide, training_job_start
 from training.models import TrainingJob
-from tutor import review
+from tutor.access import admin_check, page_reviewer
 from tutor.errors import DomainError, NotFound
-from tutor.review_views import reviewer_from_session
 
 
 @require_POST
 def review_export(request: HttpRequest, course_id: int) -> HttpResponse:
-    reviewer = reviewer_from_session(request, course_id)
-    review.admin_check(reviewer=reviewer)
+    reviewer = page_reviewer(request, course_id=course_id)
+    admin_check(reviewer=reviewer)
     try:
         export = dataset_export(course=reviewer.course, requested_by=reviewer.person)
         notice = f"Dataset {export.id}: {export.train_examples} training and {export.eval_examples} held-out examples."
@@ -38,8 +37,8 @@ def review_export(request: HttpRequest, course_id: int) -> HttpResponse:
 
 @require_GET
 def review_export_download(request: HttpRequest, course_id: int, export_id: int, part: str) -> HttpResponse:
-    reviewer = reviewer_from_session(request, course_id)
-    review.admin_check(reviewer=reviewer)
+    reviewer = page_reviewer(request, course_id=course_id)
+    admin_check(reviewer=reviewer)
     export = reviewer.course.dataset_exports.filter(pk=export_id, status="ready").first()
     if export is None:
         raise NotFound("No such dataset (it may have been purged after an erasure).")
@@ -109,8 +108,8 @@ def _gate_table(evaluation: dict) -> dict:
 def review_training(request: HttpRequest, course_id: int) -> HttpResponse:
     """Retraining for administrators: jobs with live progress and loss curves, the gate's
     numbers and sample replies, and the course's adapter versions."""
-    reviewer = reviewer_from_session(request, course_id)
-    review.admin_check(reviewer=reviewer)
+    reviewer = page_reviewer(request, course_id=course_id)
+    admin_check(reviewer=reviewer)
     jobs = list(TrainingJob.objects.filter(course_id=course_id).order_by("-id")[:10])
     latest = jobs[0] if jobs else None
     chart = {}
@@ -151,8 +150,8 @@ class TrainingActionForm(forms.Form):
 @require_POST
 def review_training_action(request: HttpRequest, course_id: int) -> HttpResponse:
     """retrain | cancel | promote | reject | rollback, for administrators."""
-    reviewer = reviewer_from_session(request, course_id)
-    review.admin_check(reviewer=reviewer)
+    reviewer = page_reviewer(request, course_id=course_id)
+    admin_check(reviewer=reviewer)
     form = TrainingActionForm(request.POST)
     if not form.is_valid():
         raise DomainError(

@@ -20,6 +20,7 @@ from rest_framework.throttling import SimpleRateThrottle
 from rest_framework.views import APIView
 
 from tutor import alerts, chat, flags, review
+from tutor.access import reviewer_get
 from tutor.errors import DomainError
 from tutor.models import Conversation, FlagAction, FlagAlert, FlagState, LearnerLevel, ReviewDecision, Role
 from tutor.parsers import StrictInputSerializer
@@ -306,7 +307,7 @@ class TrainingChoiceApi(APIView):
 
 
 def reviewer_for(request: Request):
-    return review.reviewer_get(person_id=request.user.membership.person_id, course_id=request.user.course_id)
+    return reviewer_get(person_id=request.user.membership.person_id, course_id=request.user.course_id)
 
 
 class TrainingConsentApi(APIView):

@@ -241,9 +241,10 @@ def _message_store(*, conversation: Conversation, content: str, scrubbed: dict, 
     return Posted(message=message, screened_reply=reply)
 
 
-def _reply_finish(reply: Message, *, text: str, system_prompt: str) -> Message:
+def _reply_finish(reply: Message, *, text: str, system_prompt: str, model_name: str | None = None) -> Message:
     """Screens the complete reply (every layer, the moderation model too when enabled) and
-    stores it; a reply that trips a rule is replaced and flagged."""
+    stores it, with the model vLLM says answered (`model_name`; the routed one until then); a
+    reply that trips a rule is replaced and flagged."""
     reply_language = tutor_settings_get(course_id=reply.conversation.course_id).reply_language
     verdict = guardrails.screen_output(text, system_prompt=system_prompt, reply_language=reply_language)
     content = verdict.safe_reply if verdict else text
@@ -261,7 +262,18 @@ def _reply_finish(reply: Message, *, text: str, system_prompt: str) -> Message:
         reply.guardrail = verdict.category if verdict else ""
         reply.status = MessageStatus.COMPLETE
         reply.completed_at = timezone.now()
-        reply.save(update_fields=["content", "content_scrubbed", "pii_found", "guardrail", "status", "completed_at"])
+        reply.model_name = model_name or reply.model_name
+        reply.save(
+            update_fields=[
+                "content",
+                "content_scrubbed",
+                "pii_found",
+                "guardrail",
+                "status",
+                "completed_at",
+                "model_name",
+            ]
+        )
         scrubbing.conversation_rescrub(message=reply)
         if verdict:
             flag_raise(
@@ -314,7 +326,7 @@ def reply_generate(*, conversation: Conversation) -> Message:
         _reply_fail(reply, text="", status=MessageStatus.FAILED, error_code=exc.code)
         exc.detail["message_id"] = student_message.id
         raise
-    return _reply_finish(reply, text=answer.content, system_prompt=system_prompt)
+    return _reply_finish(reply, text=answer.content, system_prompt=system_prompt, model_name=answer.model)
 
 
 async def reply_stream(*, conversation: Conversation) -> AsyncIterator[dict]:
@@ -329,13 +341,15 @@ async def reply_stream(*, conversation: Conversation) -> AsyncIterator[dict]:
     system_prompt, reply = await sync_to_async(reply_open)(conversation=conversation)
     yield {"event": "start", "reply_id": reply.id, "message_id": student_message.id}
     parts: list[str] = []
+    served_by = None
     try:
         messages = await sync_to_async(prompt_fit)(conversation=conversation)
         async for piece in chat_stream(model=reply.model_name, messages=messages):
-            parts.append(piece)
+            parts.append(piece.text)
+            served_by = piece.model
             if guardrails.screen_output_tail("".join(parts), system_prompt=system_prompt) is not None:
                 break  # _reply_finish stores the safe reply and the flag
-            yield {"event": "token", "text": piece}
+            yield {"event": "token", "text": piece.text}
     except ModelServerUnavailable as exc:
         await sync_to_async(_reply_fail)(
             reply, text="".join(parts), status=MessageStatus.FAILED, error_code="model_unavailable"
@@ -354,7 +368,9 @@ async def reply_stream(*, conversation: Conversation) -> AsyncIterator[dict]:
             )
         )
         raise
-    reply = await sync_to_async(_reply_finish)(reply, text="".join(parts), system_prompt=system_prompt)
+    reply = await sync_to_async(_reply_finish)(
+        reply, text="".join(parts), system_prompt=system_prompt, model_name=served_by
+    )
     if reply.guardrail:
         yield {"event": "replaced", "text": reply.content}
     yield {"event": "done", "reply": message_payload(reply)}

@@ -16,7 +16,7 @@ from django.db.models.functions import TruncWeek
 from django.utils import timezone
 
 from tutor import scrubbing
-from tutor.errors import Forbidden, NotFound
+from tutor.errors import NotFound
 from tutor.flags import UNRESOLVED, flag_raise, flags_resolve_for_message, flags_unresolved
 from tutor.models import (
     Conversation,
@@ -26,30 +26,10 @@ from tutor.models import (
     MessageStatus,
     ReplyReview,
     ReviewDecision,
-    Role,
 )
 from tutor.services import review_event_record
 
-REVIEWER_ROLES = {Role.TEACHER, Role.ADMIN}
 RATING_FIELDS = ("helpful", "correct", "pedagogically_sound", "age_appropriate")
-
-
-def reviewer_get(*, person_id: int, course_id: int) -> Membership:
-    """The caller's teacher or admin membership in the course. Another course: 404 (we do not
-    say it exists); a student of this course: 403."""
-    membership = (
-        Membership.objects.select_related("course", "person").filter(person_id=person_id, course_id=course_id).first()
-    )
-    if membership is None:
-        raise NotFound("No such course.")
-    if membership.role not in REVIEWER_ROLES:
-        raise Forbidden("Only the course's teachers can review its conversations.")
-    return membership
-
-
-def admin_check(*, reviewer: Membership) -> None:
-    if reviewer.role != Role.ADMIN:
-        raise Forbidden("Only administrators can export training data.")
 
 
 # -- reads ------------------------------------------------------------------------------------------

@@ -26,9 +26,10 @@ from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from tutor import review
-from tutor.auth import launch_session_enter, launch_session_read, launch_token_read
-from tutor.errors import DomainError, NotAuthenticated
-from tutor.models import FlagState, Membership, ReviewDecision
+from tutor.access import page_reviewer, reviewer_get
+from tutor.auth import launch_session_enter, launch_token_read
+from tutor.errors import DomainError
+from tutor.models import FlagState, ReviewDecision
 from tutor.services import training_consent_set
 
 RATING_LABELS = [
@@ -43,16 +44,6 @@ class ReviewEntryRefused(DomainError):
     code = "review_entry_refused"
     status = 403
     title = "The review could not be opened"
-
-
-def reviewer_from_session(request: HttpRequest, course_id: int) -> Membership:
-    launched = launch_session_read(request)
-    if launched is None:
-        raise NotAuthenticated(
-            "Open the tutor from your course, then choose “Review conversations” (or, for an urgent flag, "
-            "“Open the safety queue”)."
-        )
-    return review.reviewer_get(person_id=launched.membership.person_id, course_id=course_id)
 
 
 def _date(value: str | None) -> date | None:
@@ -83,7 +74,7 @@ def review_enter(request: HttpRequest) -> HttpResponse:
             "“Review conversations”."
         )
     launched = launch_token_read(request.POST.get("t", ""))
-    review.reviewer_get(person_id=launched.membership.person_id, course_id=launched.course_id)
+    reviewer_get(person_id=launched.membership.person_id, course_id=launched.course_id)
     launch_session_enter(request, launched=launched)
     # The safety banner's button opens the queue; anything else the course's review.
     target = "review-flags" if request.POST.get("next") == "flags" else "review-course"
@@ -92,7 +83,7 @@ def review_enter(request: HttpRequest) -> HttpResponse:
 
 @require_GET
 def review_course(request: HttpRequest, course_id: int) -> HttpResponse:
-    reviewer = reviewer_from_session(request, course_id)
+    reviewer = page_reviewer(request, course_id=course_id)
     filters = review.ConversationFilters(
         flagged=request.GET.get("flagged") == "1",
         unreviewed=request.GET.get("unreviewed") == "1",
@@ -126,7 +117,7 @@ def review_course(request: HttpRequest, course_id: int) -> HttpResponse:
 
 @require_GET
 def review_conversation(request: HttpRequest, course_id: int, conversation_id: int) -> HttpResponse:
-    reviewer = reviewer_from_session(request, course_id)
+    reviewer = page_reviewer(request, course_id=course_id)
     conversation = review.review_conversation_get(course_id=course_id, conversation_id=conversation_id)
     return render(
         request,
@@ -154,7 +145,7 @@ def review_conversation(request: HttpRequest, course_id: int, conversation_id: i
 @require_POST
 def review_reply(request: HttpRequest, course_id: int, message_id: int) -> HttpResponse:
     """One form per tutor reply: save ratings and correction, then approve/reject/flag."""
-    reviewer = reviewer_from_session(request, course_id)
+    reviewer = page_reviewer(request, course_id=course_id)
     action = request.POST.get("action", "save")
     if action in {"flag", "unflag"}:
         message = review.message_flag_set(
@@ -181,6 +172,6 @@ def review_reply(request: HttpRequest, course_id: int, message_id: int) -> HttpR
 
 @require_POST
 def review_training_consent(request: HttpRequest, course_id: int) -> HttpResponse:
-    reviewer = reviewer_from_session(request, course_id)
+    reviewer = page_reviewer(request, course_id=course_id)
     training_consent_set(course=reviewer.course, actor=reviewer, allowed=request.POST.get("allowed") == "1")
     return HttpResponseRedirect(reverse("review-course", args=[course_id]))

@@ -19,8 +19,8 @@ from django.urls import reverse
 from django.views.decorators.http import require_GET, require_POST
 
 from tutor import alerts, flags, review
+from tutor.access import page_reviewer
 from tutor.models import FlagAction, FlagState, Role
-from tutor.review_views import reviewer_from_session
 
 STATE_TABS = [
     ("unresolved", "Unresolved"),
@@ -63,7 +63,7 @@ def _notice(done: str) -> str:
 
 @require_GET
 def review_flags(request: HttpRequest, course_id: int) -> HttpResponse:
-    reviewer = reviewer_from_session(request, course_id)
+    reviewer = page_reviewer(request, course_id=course_id)
     filters = _filters(request.GET)
     names = review.student_names(course_id=course_id)
     counts = flags.flag_counts(course_id=course_id)
@@ -103,7 +103,7 @@ def review_flags(request: HttpRequest, course_id: int) -> HttpResponse:
 
 @require_POST
 def review_flag_action(request: HttpRequest, course_id: int, flag_id: int) -> HttpResponse:
-    reviewer = reviewer_from_session(request, course_id)
+    reviewer = page_reviewer(request, course_id=course_id)
     flags.flag_act(
         reviewer=reviewer, flag_id=flag_id, action=request.POST.get("action", ""), note=request.POST.get("note", "")
     )
@@ -114,7 +114,7 @@ def review_flag_action(request: HttpRequest, course_id: int, flag_id: int) -> Ht
 @require_POST
 def review_flag_addresses(request: HttpRequest, course_id: int) -> HttpResponse:
     """Where the course's urgent flags are emailed (a disabled field, a teacher's escalation one, is not sent)."""
-    reviewer = reviewer_from_session(request, course_id)
+    reviewer = page_reviewer(request, course_id=course_id)
     alerts.alert_addresses_set(
         actor=reviewer,
         alert_emails=request.POST.get("alert_emails"),

@@ -1,25 +1,10 @@
-from django.conf import settings
-from django.contrib import admin
-from django.http import HttpResponse
-from django.urls import include, path
-from drf_spectacular.views import SpectacularAPIView
+"""The tutor app's routes: the student and review APIs (/api/v1/) and the review pages (/review/)."""
 
-from training import api as training_api
-from training import views as training_views
+from django.urls import path
+
 from tutor import api, review_views, triage_views
 
-
-def healthz(request):
-    return HttpResponse("ok", content_type="text/plain")
-
-
 urlpatterns = [
-    path("healthz", healthz, name="healthz"),
-    path("admin/", admin.site.urls),
-    path("lti/", include("lti.urls")),
-    path(
-        "api/schema/", SpectacularAPIView.as_view(permission_classes=[], authentication_classes=[]), name="api-schema"
-    ),
     path("api/v1/me/", api.MeApi.as_view(), name="api-me"),
     path("api/v1/conversations/", api.ConversationListApi.as_view(), name="api-conversations"),
     path("api/v1/conversations/<int:conversation_id>/", api.ConversationDetailApi.as_view(), name="api-conversation"),
@@ -40,13 +25,6 @@ urlpatterns = [
     path("api/v1/me/training/", api.TrainingChoiceApi.as_view(), name="api-training-choice"),
     path("api/v1/course/training-consent/", api.TrainingConsentApi.as_view(), name="api-training-consent"),
     path("api/v1/course/safety-alerts/", api.SafetyAlertsApi.as_view(), name="api-safety-alerts"),
-    path("api/v1/course/dataset-exports/", training_api.DatasetExportApi.as_view(), name="api-dataset-exports"),
-    path("api/v1/course/training-jobs/", training_api.TrainingJobListApi.as_view(), name="api-training-jobs"),
-    path(
-        "api/v1/course/training-jobs/<int:job_id>/",
-        training_api.TrainingJobDetailApi.as_view(),
-        name="api-training-job",
-    ),
     path("api/v1/review/conversations/", api.ReviewConversationListApi.as_view(), name="api-review-conversations"),
     path(
         "api/v1/review/conversations/<int:conversation_id>/",
@@ -74,24 +52,4 @@ urlpatterns = [
         review_views.review_training_consent,
         name="review-training-consent",
     ),
-    path("review/<int:course_id>/exports/", training_views.review_export, name="review-export"),
-    path("review/<int:course_id>/training/", training_views.review_training, name="review-training"),
-    path(
-        "review/<int:course_id>/training/action/",
-        training_views.review_training_action,
-        name="review-training-action",
-    ),
-    path(
-        "review/<int:course_id>/exports/<int:export_id>/<str:part>/",
-        training_views.review_export_download,
-        name="review-export-download",
-    ),
 ]
-
-if settings.DEVLMS_ENABLED:
-    urlpatterns.append(path("devlms/", include("devlms.urls")))
-
-handler400 = "tutor.errors.bad_request"
-handler403 = "tutor.errors.permission_denied"
-handler404 = "tutor.errors.page_not_found"
-handler500 = "tutor.errors.server_error"

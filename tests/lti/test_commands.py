@@ -85,7 +85,7 @@ def test_real_command_line_prints_json_on_stdout(tmp_path):
     """Through `python manage.py`, as an admin runs it (on a throwaway SQLite database)."""
     env = {
         **os.environ,
-        "DJANGO_SETTINGS_MODULE": "tutor.settings",
+        "DJANGO_SETTINGS_MODULE": "config.settings",
         "DATABASE_URL": f"sqlite:///{tmp_path / 'cli.sqlite3'}",
         "PUBLIC_BASE_URL": "https://tutor.example.org",
         "REDIS_URL": "",

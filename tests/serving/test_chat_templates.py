@@ -107,7 +107,7 @@ def test_production_serves_mixtral_with_the_mistral_template_and_the_lora_flags(
 
     env = {k: v for k, v in os.environ.items() if k not in {"DJANGO_DEBUG", "DEVLMS_ENABLED", "MODEL_PATH"}}
     env.update(
-        DJANGO_SETTINGS_MODULE="tutor.settings",
+        DJANGO_SETTINGS_MODULE="config.settings",
         DJANGO_DEBUG="0",
         SECRET_KEY="s" * 60,
         PSEUDONYM_SECRET="p" * 40,

@@ -103,7 +103,7 @@ def asgi_app_logged(*, vllm_url: str, database_url: str, redis_url: str) -> Iter
     # As in production (deploy/start-web.sh): static files collected, served by WhiteNoise.
     subprocess.run([sys.executable, "manage.py", "collectstatic", "--no-input", "-v0"], cwd=ROOT, env=env, check=True)
     process, log = spawn(
-        [sys.executable, "-m", "uvicorn", "tutor.asgi:application", "--host", "127.0.0.1", "--port", str(port)],
+        [sys.executable, "-m", "uvicorn", "config.asgi:application", "--host", "127.0.0.1", "--port", str(port)],
         env,
         "asgi-",
     )

@@ -122,7 +122,7 @@ def test_data_privacy_launch_erases_after_confirmation(tool, platform):
 
 @pytest.mark.django_db(transaction=True)
 def test_retention_runs_as_a_celery_task_on_a_real_worker(celery_worker_log, settings):
-    from tutor.celery import app
+    from config.celery import app
     from tutor.tasks import conversations_expire
 
     student = member("s-old")

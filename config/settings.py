@@ -106,9 +106,9 @@ MIDDLEWARE = [
     "tutor.errors.DomainErrorMiddleware",
 ]
 
-ROOT_URLCONF = "tutor.urls"
-WSGI_APPLICATION = "tutor.wsgi.application"
-ASGI_APPLICATION = "tutor.asgi.application"
+ROOT_URLCONF = "config.urls"
+WSGI_APPLICATION = "config.wsgi.application"
+ASGI_APPLICATION = "config.asgi.application"
 
 TEMPLATES = [
     {

@@ -1,8 +1,8 @@
 """The Celery application. Workers:
 
-    celery -A tutor worker -Q default -c 2            # light tasks (retention, schedules)
-    celery -A tutor worker -Q gpu -c 1 --prefetch-multiplier 1   # training, one job per GPU
-    celery -A tutor beat                              # the periodic schedule
+    celery -A config worker -Q default -c 2            # light tasks (retention, schedules)
+    celery -A config worker -Q gpu -c 1 --prefetch-multiplier 1   # training, one job per GPU
+    celery -A config beat                              # the periodic schedule
 
 The broker comes from settings (CELERY_BROKER_URL, else REDIS_URL, else Kombu's filesystem
 transport for the demo); see docs/configuration.md.
@@ -14,7 +14,7 @@ import os
 
 from celery import Celery
 
-os.environ.setdefault("DJANGO_SETTINGS_MODULE", "tutor.settings")
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
 
 app = Celery("tutor")
 app.config_from_object("django.conf:settings", namespace="CELERY")

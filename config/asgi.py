@@ -1,10 +1,10 @@
-"""ASGI entry point: `uvicorn tutor.asgi:application`."""
+"""ASGI entry point: `uvicorn config.asgi:application`."""
 
 import os
 
 from django.core.asgi import get_asgi_application
 
-os.environ.setdefault("DJANGO_SETTINGS_MODULE", "tutor.settings")
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
 application = get_asgi_application()
 
 # Load the URLconf (and the API's imports) now, not on the first request.
