@@ -9,6 +9,7 @@ import requests
 from django.core import signing
 
 from devlms.platform import LIS, DevUser
+from tests.support.chat import conversation_for
 from tests.support.platform import TestPlatform
 from tutor.auth import LAUNCH_TOKEN_SALT
 from tutor.models import Course, Membership, Person, Placement
@@ -119,7 +120,22 @@ def test_expired_launch_token_is_refused(tool, platform: TestPlatform, browser, 
 
 def test_launch_token_for_another_membership_cannot_be_forged(tool, platform: TestPlatform, browser):
     token = launch_token(platform.launch(browser, tool, user="student"))
+    second = DevUser("student2", "devlms-student-2", "Bea Second", (LIS + "membership#Learner",))
+    assert platform.launch(requests.Session(), tool, user=second).status_code == 200
+    theirs = Membership.objects.get(person__pseudonym=pseudonym_for(issuer=platform.issuer, subject=second.sub))
+    their_conversation = conversation_for(theirs)
     payload = signing.loads(token, salt=LAUNCH_TOKEN_SALT)
-    forged = signing.dumps({**payload, "m": payload["m"] + 1}, salt="another-salt")
-    response = requests.get(tool + "/api/v1/me/", headers={"Authorization": f"Bearer {forged}"})
-    assert response.status_code == 401
+    assert payload["m"] != theirs.pk
+    claims = {**payload, "m": theirs.pk}  # another student's real membership
+
+    def their_conversation_with(token: str) -> requests.Response:
+        url = f"{tool}/api/v1/conversations/{their_conversation.pk}/"
+        return requests.get(url, headers={"Authorization": f"Bearer {token}"})
+
+    # Signed with the tool's key, these claims open the other student's conversation: only the
+    # signature stands between the forgery below and their data.
+    assert their_conversation_with(signing.dumps(claims, salt=LAUNCH_TOKEN_SALT)).status_code == 200
+    forged = their_conversation_with(signing.dumps(claims, salt="another-salt"))
+    assert forged.status_code == 401
+    assert forged.json()["error"]["code"] == "launch_token_invalid"
+    assert forged.json()["error"]["message"].startswith("The launch token is not valid.")

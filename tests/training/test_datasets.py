@@ -10,7 +10,7 @@ from django.core.management import call_command
 from django.core.management.base import CommandError
 
 from tests.support.chat import conversation_for, exchange, member
-from training.datasets import TrainingNotAllowed, dataset_export, report_lines
+from training.datasets import EmptyDataset, TrainingNotAllowed, dataset_export, report_lines
 from training.models import DatasetExample, DatasetExport
 from tutor.models import ReviewDecision, Role, TutorSettings
 from tutor.review import reply_review_update
@@ -163,7 +163,14 @@ def test_command_takes_the_lms_context_id_and_prints_the_report(course_setup, tm
 def test_nothing_approved_is_a_clear_error(course_setup, tmp_path):
     teacher = course_setup
     exchange(conversation_for(member("s1")), "Hi", "Hello!")
-    with pytest.raises(Exception, match="teachers approve replies"):
+    with pytest.raises(EmptyDataset) as refused:
         dataset_export(course=teacher.course, out=tmp_path / "d.jsonl")
+    assert (refused.value.code, refused.value.status) == ("dataset_empty", 409)
+    assert refused.value.message == (
+        "No exchange of this course is ready for training yet: teachers approve replies on the review page."
+    )
+    report = refused.value.detail["report"]
+    assert (report["conversations"], report["skipped_conversations"]["no_approved_reply"]) == (1, 1)
     assert not (tmp_path / "d.jsonl").exists()
+    assert not DatasetExport.objects.exists()
     assert TutorSettings.objects.get(course=teacher.course).training_consent

@@ -11,34 +11,41 @@ import pytest
 import requests
 from django.apps import apps
 from django.core.management import call_command
+from django.db import models
 from django.utils import timezone
 
 from tests.support.chat import ISSUER, conversation_for, exchange, member
+from tests.support.db import foreign_keys, owned_by, rows_linked
 from tests.support.platform import DROP
 from training.datasets import dataset_export
-from training.models import DatasetExample, DatasetExport
-from tutor.models import Conversation, ErasureRecord, Person, ReviewDecision, Role
+from training.models import DatasetExport
+from tutor.alerts import flag_banner_record
+from tutor.flags import flag_act
+from tutor.models import Conversation, ErasureRecord, Flag, FlagAction, Person, ReviewDecision, Role
 from tutor.review import message_flag_set, reply_review_update
 from tutor.services import pseudonym_for, training_consent_set
 
-# Every table that can hold something about a student, with how to find their rows.
-STUDENT_ROWS = {
-    "tutor.Person": lambda p: {"pk": p},
-    "tutor.Membership": lambda p: {"person_id": p},
-    "tutor.MemberName": lambda p: {"membership__person_id": p},
-    "tutor.Conversation": lambda p: {"person_id": p},
-    "tutor.Message": lambda p: {"conversation__person_id": p},
-    "tutor.ReplyReview": lambda p: {"message__conversation__person_id": p},
-    "tutor.Flag": lambda p: {"conversation__person_id": p},
-    "tutor.ReviewEvent": lambda p: {"message__conversation__person_id": p},
-    "training.DatasetExample": lambda p: {"conversation__person_id": p},
-}
+
+def rows_about(person_id: int) -> dict[str, frozenset]:
+    """Every table a chain of foreign keys leads from to the person (tests.support.db.links_to):
+    a table added later that holds something about a student is in it without being listed."""
+    return rows_linked(Person, person_id)
 
 
-def rows_about(person_id: int) -> dict[str, int]:
-    return {
-        label: apps.get_model(label).objects.filter(**where(person_id)).count() for label, where in STUDENT_ROWS.items()
-    }
+def test_every_link_into_a_students_data_cascades():
+    """What an erasure deletes is what cascades from the person (`person_erase` deletes the
+    Person). A key into their data that does not cascade would keep a row holding part of it (a
+    reply, a flag's reason) after the erasure: only a key naming who acted (a teacher raising a
+    flag, requesting an export) may be set to NULL instead, and it must point at the Person."""
+    owned = set(owned_by(Person))
+    kept = [
+        f"{key.model._meta.label}.{key.name} -> {key.related_model._meta.label} ({key.remote_field.on_delete.__name__})"
+        for key in foreign_keys()
+        if key.related_model in owned
+        and key.remote_field.on_delete is not models.CASCADE
+        and not (key.related_model is Person and key.remote_field.on_delete is models.SET_NULL)
+    ]
+    assert not kept
 
 
 @pytest.fixture
@@ -57,6 +64,9 @@ def course_with_export(demo_model, tmp_path, django_capture_on_commit_callbacks)
             ratings={"helpful": True},
         )
         message_flag_set(reviewer=teacher, message_id=reply.id, flagged=True)
+        flag = Flag.objects.get(message=reply)
+        flag_act(reviewer=teacher, flag_id=flag.id, action=FlagAction.Action.ACKNOWLEDGE)
+        flag_banner_record(flags=[flag], person=teacher.person)
     export = dataset_export(course=teacher.course, out=tmp_path / "before.jsonl", eval_fraction=0)
     return teacher, erased, kept, export
 
@@ -66,15 +76,26 @@ def test_erase_student_removes_every_row_and_the_next_export_has_nothing_of_thei
     course_with_export, tmp_path, capsys, django_capture_on_commit_callbacks
 ):
     teacher, erased, kept, export = course_with_export
-    assert all(rows_about(erased.person_id).values())  # every table held something about them
+    before = rows_about(erased.person_id)
+    kept_before = rows_about(kept.person_id)
+    # The fixture stores something in every table a student's data lives in (a new one among them
+    # fails here until the fixture stores a row in it too, so that its erasure is checked below).
+    student_tables = [model._meta.label for model in owned_by(Person)]
+    assert [label for label in student_tables if not before[label]] == []
+    assert all(kept_before[label] for label in student_tables)
     assert "volcanoes" in Path(export.train_path).read_text()
 
     with django_capture_on_commit_callbacks(execute=True):
         call_command("erase_student", "--issuer", ISSUER, "--sub", "s-erased")
     assert "tutor.Message: 2" in capsys.readouterr().out
 
-    assert rows_about(erased.person_id) == dict.fromkeys(STUDENT_ROWS, 0)
-    assert all(rows_about(kept.person_id).values())
+    left = {
+        label: apps.get_model(label).objects.filter(pk__in=pks).values_list("pk", flat=True)
+        for label, pks in before.items()
+    }
+    assert {label: list(pks) for label, pks in left.items() if pks} == {}  # deleted, not unlinked
+    assert {label: pks for label, pks in rows_about(erased.person_id).items() if pks} == {}
+    assert rows_about(kept.person_id) == kept_before
     export.refresh_from_db()
     assert export.status == DatasetExport.Status.PURGED and not Path(export.train_path).exists()
     record = ErasureRecord.objects.get()
@@ -121,18 +142,33 @@ def test_data_privacy_launch_erases_after_confirmation(tool, platform):
 
 
 @pytest.mark.django_db(transaction=True)
-def test_retention_runs_as_a_celery_task_on_a_real_worker(celery_worker_log, settings):
+def test_retention_runs_as_a_celery_task_on_a_real_worker(celery_worker_log, demo_model, tmp_path):
     from config.celery import app
     from tutor.tasks import conversations_expire
 
+    teacher = member("t-old", role=Role.TEACHER)
+    training_consent_set(course=teacher.course, actor=teacher, allowed=True)
     student = member("s-old")
-    old = conversation_for(student)
-    recent = conversation_for(student)
+    old, recent = conversation_for(student), conversation_for(student)
+    for conversation, topic in ((old, "volcanoes"), (recent, "glaciers")):
+        _, reply = exchange(conversation, f"Tell me about {topic}", f"{topic} are interesting.")
+        reply_review_update(
+            reviewer=teacher, message_id=reply.id, correction=f"All about {topic}.", decision=ReviewDecision.APPROVED
+        )
+        message_flag_set(reviewer=teacher, message_id=reply.id, flagged=True)
+    export = dataset_export(course=teacher.course, out=tmp_path / "d.jsonl", eval_fraction=0)
     Conversation.objects.filter(pk=old.pk).update(updated_at=timezone.now() - timedelta(days=400))
+    old_rows, recent_rows = rows_linked(Conversation, old.pk), rows_linked(Conversation, recent.pk)
+    held = ["tutor.Conversation", "tutor.Message", "tutor.ReplyReview", "tutor.Flag", "training.DatasetExample"]
+    assert all(old_rows[label] and recent_rows[label] for label in held)
 
     result = conversations_expire.delay()
-    assert result.get(timeout=60) == {"tutor.Conversation": 1}
+    assert result.get(timeout=60) == {label: len(pks) for label, pks in old_rows.items() if pks}
     assert "conversations_expire" in celery_worker_log.read_text()
-    assert list(Conversation.objects.values_list("pk", flat=True)) == [recent.pk]
     assert app.conf.beat_schedule["conversations-expire"]["task"] == conversations_expire.name
-    assert DatasetExample.objects.count() == 0
+    left = {label: apps.get_model(label).objects.filter(pk__in=pks).count() for label, pks in old_rows.items()}
+    assert {label: number for label, number in left.items() if number} == {}
+    assert rows_linked(Conversation, recent.pk) == recent_rows
+    export.refresh_from_db()
+    assert export.status == DatasetExport.Status.PURGED  # it held a line of the expired conversation
+    assert ErasureRecord.objects.get(requested_via="retention").rows_deleted == result.get()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import re
 
 import pytest
@@ -138,10 +139,19 @@ def test_review_pages_follow_the_same_rules(tool, platform, two_courses):
     _, student_browser, student_token = launched(platform, tool, "student")
     assert review_enter(student_browser, tool, student_token).status_code == 403
     assert student_browser.get(f"{tool}/review/{course_id}/").status_code == 403
+    # A real CSRF pair, from the form the tool renders for this reply (the cookie and the form's
+    # token): Django's CSRF check passes with it, so the role check is what has to refuse.
+    page = teacher.get(f"{tool}/review/{course_id}/conversations/{s['reply'].conversation_id}/")
+    form_token = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', page.text).group(1)
+    student_browser.cookies.set_cookie(copy.copy(next(c for c in teacher.cookies if c.name == "csrftoken")))
     reply_url = f"{tool}/review/{course_id}/replies/{s['reply'].id}/"
-    csrf = student_browser.cookies.get("csrftoken", "")
     refused = student_browser.post(
-        reply_url, data={"action": "approve", "csrfmiddlewaretoken": csrf}, headers={"Referer": tool + "/"}
+        reply_url,
+        data={"action": "approve", "csrfmiddlewaretoken": form_token},
+        headers={"Referer": tool + "/"},
+        allow_redirects=False,  # a write that went through answers 302 to a page that refuses a student
     )
-    assert refused.status_code in (403,)
+    assert refused.status_code == 403
+    assert re.search(r'data-testid="error-code">forbidden<', refused.text), refused.text[:500]
+    assert "Only the course&#x27;s teachers can review its conversations." in refused.text
     assert not ReplyReview.objects.exists()
