@@ -51,8 +51,8 @@ from django.utils import timezone
 
 from serving.chat_templates import chat_template_text
 from serving.model_server import base_model_dir
-from training.estimates import training_estimate
-from training.models import DatasetExample, DatasetExport
+from training.estimates import estimate_words, training_estimate
+from training.models import DatasetExample, DatasetExport, sibling_paths
 from tutor.chat import tutor_settings_get
 from tutor.errors import DomainError, NotFound
 from tutor.models import Conversation, Course, Membership, Message, MessageStatus, Person, ReviewDecision
@@ -333,11 +333,6 @@ def _write_atomic(path: Path, lines: list[str]) -> None:
     os.replace(tmp, path)
 
 
-def sibling_paths(out: Path) -> tuple[Path, Path]:
-    stem = out.name.removesuffix(".jsonl")
-    return out.with_name(stem + ".eval.jsonl"), out.with_name(stem + ".report.json")
-
-
 def dataset_export(
     *,
     course: Course,
@@ -504,7 +499,5 @@ def report_lines(report: dict) -> list[str]:
         )
     estimate = report.get("estimate") or {}
     if estimate.get("seconds") is not None:
-        from training.estimates import estimate_words
-
         lines.append(estimate_words(estimate))
     return lines

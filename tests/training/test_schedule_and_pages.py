@@ -13,7 +13,7 @@ from tests.support.chat import conversation_for, exchange, member
 from tests.support.review import review_enter
 from training.jobs import job_cancel, job_claim, job_fail
 from training.models import DatasetExport, JobMetric, TrainingJob
-from training.schedule import courses_due_for_retraining
+from training.selectors import courses_due_for_retraining
 from tutor.models import Course, ReviewDecision, Role
 from tutor.review import reply_review_update
 from tutor.services import training_consent_set
@@ -39,7 +39,7 @@ def test_schedule_picks_consented_courses_with_enough_new_approvals(settings):
 def test_a_cancelled_queued_job_never_starts():
     course = member("t1", role=Role.TEACHER).course
     job = TrainingJob.objects.create(course=course)
-    assert job_cancel(job_id=job.pk).state == "cancelled"
+    assert job_cancel(course_id=course.pk, job_id=job.pk).state == "cancelled"
     assert job_claim(job_id=job.pk) is None
     assert [e.state for e in job.events.all()] == ["cancelled"]
 
