@@ -192,7 +192,7 @@ def _normal_text(messages: list[dict]) -> str:
 def deduplicate(candidates: list[Candidate], *, threshold: float, report: ExportReport) -> list[Candidate]:
     """Drops exact duplicates, then near duplicates (Jaccard on word 5-grams above `threshold`),
     keeping the example with the most teacher corrections."""
-    from datasketch import MinHash, MinHashLSH
+    from datasketch import MinHash, MinHashLSH  # loaded when an export runs, not with every process
 
     ordered = sorted(candidates, key=lambda c: (-c.corrected, c.conversation_id))
     seen: set[str] = set()
@@ -223,7 +223,7 @@ def deduplicate(candidates: list[Candidate], *, threshold: float, report: Export
 
 @lru_cache(maxsize=4)
 def _tokenizer(model_dir: str):
-    from transformers import AutoTokenizer
+    from transformers import AutoTokenizer  # heavy: loaded when an export runs, not with every process
 
     return AutoTokenizer.from_pretrained(model_dir)
 
