@@ -46,7 +46,7 @@ from training.child import FAILURE_FILE
 from training.datasets import dataset_export
 from training.estimates import training_estimate
 from training.models import DatasetExample, DatasetExport, JobEvent, JobMetric, TrainingJob
-from training.selectors import job_evaluation_seconds, training_job_get
+from training.selectors import job_evaluation_seconds, training_job_active, training_job_get
 from tutor.errors import DomainError, NotFound
 from tutor.models import Course, Person
 
@@ -133,10 +133,6 @@ def job_fail(*, job_id: int, error: str) -> None:
     job_stop(job_id=job_id, to=State.FAILED, message=error[:500], error=error)
 
 
-def _active_job_exists(*, course: Course) -> bool:
-    return TrainingJob.objects.filter(course=course, state__in=TrainingJob.ACTIVE_STATES).exists()
-
-
 def training_job_start(
     *, course: Course, requested_by: Person | None = None, overrides: dict | None = None
 ) -> TrainingJob:
@@ -144,7 +140,7 @@ def training_job_start(
     has one active job at a time: a second start is refused, also when two starts race (the
     database's constraint refuses the second row)."""
     conflict = JobConflict("This course already has a training job in progress.")
-    if _active_job_exists(course=course):
+    if training_job_active(course_id=course.pk):
         raise conflict
     overrides = overrides or {}
     dataset = dataset_export(course=course, requested_by=requested_by)
@@ -165,7 +161,7 @@ def training_job_start(
             )
             transaction.on_commit(lambda: current_app.send_task(TRAIN_TASK, args=[job.pk]))
     except IntegrityError:
-        if _active_job_exists(course=course):
+        if training_job_active(course_id=course.pk):
             raise conflict from None
         raise
     return job

@@ -30,6 +30,11 @@ def training_job_get(*, course_id: int, job_id: int) -> TrainingJob:
     return job
 
 
+def training_job_active(*, course_id: int) -> bool:
+    """Whether the course has a job in progress (it holds the course's one training slot)."""
+    return TrainingJob.objects.filter(course_id=course_id, state__in=TrainingJob.ACTIVE_STATES).exists()
+
+
 def job_lease_wait(*, job_id: int) -> float | None:
     """Seconds until the job's current lease runs out, when it is active and held; else None.
     A task redelivered while the lease holds (its worker may have just died) retries after it."""

@@ -26,6 +26,7 @@ from tutor.models import Membership
 @require_POST
 @review_page(admin=True)
 def review_export(request: HttpRequest, course_id: int, *, reviewer: Membership) -> HttpResponse:
+    """Exports the course's dataset; the review page then says what came of it."""
     try:
         export = dataset_export(course=reviewer.course, requested_by=reviewer.person)
     except DomainError as exc:

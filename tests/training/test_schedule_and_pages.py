@@ -11,6 +11,7 @@ from django.utils import timezone
 from serving.models import AdapterVersion
 from tests.support.chat import conversation_for, exchange, member
 from tests.support.review import review_enter
+from training.api import TrainingJobOut
 from training.jobs import job_cancel, job_claim, job_fail
 from training.models import DatasetExport, JobMetric, TrainingJob
 from training.selectors import courses_due_for_retraining
@@ -59,6 +60,37 @@ def test_a_job_failing_after_training_rejects_its_candidate_adapter(django_captu
     with django_capture_on_commit_callbacks() as unloads:
         job_fail(job_id=job.pk, error="again")  # a job already finished is left as it is
     assert len(unloads) == 0 and TrainingJob.objects.get(pk=job.pk).error == "the evaluation process ran out of memory"
+
+
+@pytest.mark.django_db
+def test_a_polled_job_is_rendered_by_its_declared_serializer_without_the_sample_replies():
+    course = member("t1", role=Role.TEACHER).course
+    adapter = AdapterVersion.objects.create(course=course, version=1, name="course-x-v1", path="/nowhere")
+    job = TrainingJob.objects.create(
+        course=course,
+        adapter=adapter,
+        state="ready",
+        step=4,
+        total_steps=4,
+        train_loss=0.5,
+        evaluation={"candidate_loss": 0.25, "samples": [{"question": "Q?"}]},
+    )
+    assert TrainingJobOut(job).data == {
+        "id": job.pk,
+        "state": "ready",
+        "step": 4,
+        "total_steps": 4,
+        "train_loss": 0.5,
+        "eval_loss": None,
+        "eta_seconds": None,
+        "phase": "",
+        "estimate_seconds": None,
+        "peak_memory_bytes": None,
+        "evaluation": {"candidate_loss": 0.25},
+        "error": "",
+        "adapter": "course-x-v1",
+    }
+    assert TrainingJobOut(TrainingJob.objects.create(course=course)).data["adapter"] is None
 
 
 @pytest.mark.django_db(transaction=True)
