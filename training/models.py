@@ -1,4 +1,5 @@
-"""Training datasets: each export of a course's approved exchanges, and where every line came from."""
+"""Training data and jobs: each export of a course's approved exchanges and where every line came
+from; each retraining job, its states and the moves between them, its events and loss curve."""
 
 from __future__ import annotations
 
