@@ -552,7 +552,7 @@ def train_ours(tool: Tool, admin: dict[str, str], overrides: dict) -> Ours:
     if job.state == "ready":
         reasons = (job.evaluation.get("gate") or {}).get("reasons") or [job.events.last().message]
         log("the gate did not promote it: " + "; ".join(reasons))
-        job = job_decide(job_id=job.pk, promote=True)
+        job = job_decide(course_id=job.course_id, job_id=job.pk, promote=True)
         promoted_by = "the bench, as an admin (the gate said: " + "; ".join(reasons) + ")"
     if job.state != "promoted":
         raise SystemExit(f"our training job ended {job.state}: {job.error or job.events.last().message}")

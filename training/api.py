@@ -1,4 +1,6 @@
-"""The training app's API: dataset exports (retraining calls come with the jobs)."""
+"""The training app's API: dataset exports and retraining jobs, for the launched course's
+administrators (tutor.access.IsCourseAdmin). Each view parses its input, calls one service or
+selector, and renders the result with the output serializer its schema declares."""
 
 from __future__ import annotations
 
@@ -9,6 +11,8 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from training.datasets import dataset_export
+from training.jobs import job_cancel, training_job_start
+from training.selectors import training_job_get
 from tutor.access import IsCourseAdmin
 from tutor.parsers import StrictInputSerializer
 
@@ -41,16 +45,7 @@ class DatasetExportApi(APIView):
             requested_by=reviewer.person,
             eval_fraction=data.validated_data.get("eval_fraction"),
         )
-        return Response(
-            {
-                "id": export.id,
-                "status": export.status,
-                "train_examples": export.train_examples,
-                "eval_examples": export.eval_examples,
-                "report": export.report,
-            },
-            status=status.HTTP_201_CREATED,
-        )
+        return Response(ExportOut(export).data, status=status.HTTP_201_CREATED)
 
 
 class TrainingJobIn(StrictInputSerializer):
@@ -61,6 +56,13 @@ class TrainingJobIn(StrictInputSerializer):
     tokens_per_step = serializers.IntegerField(required=False, min_value=64, max_value=1_000_000)
     learning_rate = serializers.FloatField(required=False, min_value=1e-7, max_value=1e-1)
     rank = serializers.IntegerField(required=False, min_value=1, max_value=256)
+
+
+class JobEvaluationField(serializers.DictField):
+    """The gate's evaluation without its sample replies (the training page shows those)."""
+
+    def to_representation(self, value: dict) -> dict:
+        return super().to_representation({key: item for key, item in value.items() if key != "samples"})
 
 
 class TrainingJobOut(serializers.Serializer):
@@ -74,27 +76,9 @@ class TrainingJobOut(serializers.Serializer):
     phase = serializers.CharField()
     estimate_seconds = serializers.IntegerField(allow_null=True)
     peak_memory_bytes = serializers.IntegerField(allow_null=True)
-    evaluation = serializers.DictField()
+    evaluation = JobEvaluationField()
     error = serializers.CharField()
-    adapter = serializers.CharField(allow_null=True)
-
-
-def job_payload(job) -> dict:
-    return {
-        "id": job.id,
-        "state": job.state,
-        "step": job.step,
-        "total_steps": job.total_steps,
-        "train_loss": job.train_loss,
-        "eval_loss": job.eval_loss,
-        "eta_seconds": job.eta_seconds,
-        "phase": job.phase,
-        "estimate_seconds": job.estimate_seconds,
-        "peak_memory_bytes": job.peak_memory_bytes,
-        "evaluation": {k: v for k, v in job.evaluation.items() if k != "samples"},
-        "error": job.error,
-        "adapter": job.adapter.name if job.adapter_id else None,
-    }
+    adapter = serializers.CharField(source="adapter.name", allow_null=True)  # its served name; None: none yet
 
 
 class TrainingJobListApi(APIView):
@@ -105,13 +89,11 @@ class TrainingJobListApi(APIView):
 
     @extend_schema(request=TrainingJobIn, responses={201: TrainingJobOut})
     def post(self, request: Request) -> Response:
-        from training.jobs import training_job_start
-
         reviewer = request.reviewer
         data = TrainingJobIn(data=request.data)
         data.is_valid(raise_exception=True)
         job = training_job_start(course=reviewer.course, requested_by=reviewer.person, overrides=data.validated_data)
-        return Response(job_payload(job), status=status.HTTP_201_CREATED)
+        return Response(TrainingJobOut(job).data, status=status.HTTP_201_CREATED)
 
 
 class TrainingJobDetailApi(APIView):
@@ -119,23 +101,12 @@ class TrainingJobDetailApi(APIView):
 
     permission_classes = [IsCourseAdmin]
 
-    def _job(self, request: Request, job_id: int):
-        from training.models import TrainingJob
-        from tutor.errors import NotFound
-
-        reviewer = request.reviewer
-        job = TrainingJob.objects.select_related("adapter").filter(pk=job_id, course_id=reviewer.course_id).first()
-        if job is None:
-            raise NotFound("No such training job in this course.")
-        return job
-
     @extend_schema(responses=TrainingJobOut)
     def get(self, request: Request, job_id: int) -> Response:
-        return Response(job_payload(self._job(request, job_id)))
+        job = training_job_get(course_id=request.reviewer.course_id, job_id=job_id)
+        return Response(TrainingJobOut(job).data)
 
     @extend_schema(responses=TrainingJobOut)
     def delete(self, request: Request, job_id: int) -> Response:
-        from training.jobs import job_cancel
-
-        job = job_cancel(job_id=self._job(request, job_id).pk)
-        return Response(job_payload(job))
+        job = job_cancel(course_id=request.reviewer.course_id, job_id=job_id)
+        return Response(TrainingJobOut(job).data)

@@ -51,8 +51,8 @@ from django.utils import timezone
 
 from serving.chat_templates import chat_template_text
 from serving.model_server import base_model_dir
-from training.estimates import training_estimate
-from training.models import DatasetExample, DatasetExport
+from training.estimates import estimate_words, training_estimate
+from training.models import DatasetExample, DatasetExport, sibling_paths
 from tutor.chat import tutor_settings_get
 from tutor.errors import DomainError, NotFound
 from tutor.models import Conversation, Course, Membership, Message, MessageStatus, Person, ReviewDecision
@@ -192,7 +192,7 @@ def _normal_text(messages: list[dict]) -> str:
 def deduplicate(candidates: list[Candidate], *, threshold: float, report: ExportReport) -> list[Candidate]:
     """Drops exact duplicates, then near duplicates (Jaccard on word 5-grams above `threshold`),
     keeping the example with the most teacher corrections."""
-    from datasketch import MinHash, MinHashLSH
+    from datasketch import MinHash, MinHashLSH  # loaded when an export runs, not with every process
 
     ordered = sorted(candidates, key=lambda c: (-c.corrected, c.conversation_id))
     seen: set[str] = set()
@@ -223,7 +223,7 @@ def deduplicate(candidates: list[Candidate], *, threshold: float, report: Export
 
 @lru_cache(maxsize=4)
 def _tokenizer(model_dir: str):
-    from transformers import AutoTokenizer
+    from transformers import AutoTokenizer  # heavy: loaded when an export runs, not with every process
 
     return AutoTokenizer.from_pretrained(model_dir)
 
@@ -331,11 +331,6 @@ def _write_atomic(path: Path, lines: list[str]) -> None:
         handle.flush()
         os.fsync(handle.fileno())
     os.replace(tmp, path)
-
-
-def sibling_paths(out: Path) -> tuple[Path, Path]:
-    stem = out.name.removesuffix(".jsonl")
-    return out.with_name(stem + ".eval.jsonl"), out.with_name(stem + ".report.json")
 
 
 def dataset_export(
@@ -504,7 +499,5 @@ def report_lines(report: dict) -> list[str]:
         )
     estimate = report.get("estimate") or {}
     if estimate.get("seconds") is not None:
-        from training.estimates import estimate_words
-
         lines.append(estimate_words(estimate))
     return lines

@@ -1,11 +1,16 @@
-"""Training jobs: start, claim, progress, cancel, and the run itself.
+"""Training jobs: start, claim, progress, cancel, decide, and the run itself (the services;
+their reads are in training.selectors).
 
     python manage.py train_adapter --course ID [--wait]
 
-A job's row is the truth. The Celery task (training.tasks.train_adapter, on the `gpu` queue)
-only acts through guarded state changes: `job_claim` takes a job that is queued, or one whose
-worker's lease ran out (the worker died), so a redelivered message resumes the job from its
-last checkpoint or does nothing; two workers never train the same job at once.
+A job's row is the truth. Its states and the moves between them are listed once, next to
+`TrainingJob.State` (`TrainingJob.TRANSITIONS`); every change of state goes through
+`job_transition`, a guarded update that refuses a move the list does not allow. The database
+holds at most one active job per course (a partial unique constraint), so two starts that race
+cannot both queue one. The Celery task (training.tasks.train_adapter, on the `gpu` queue; sent by
+name once the job commits) only acts through those guarded changes: `job_claim` takes a job that
+is queued, or one whose worker's lease ran out (the worker died), so a redelivered message resumes
+the job from its last checkpoint or does nothing; two workers never train the same job at once.
 
 The training itself runs in a child process started fresh (`python -m training.child JOB`,
 never forked: CUDA cannot start in a forked worker), so the GPU memory is returned when it
@@ -23,24 +28,33 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterable
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 
+from celery import current_app
 from django.conf import settings
-from django.db import transaction
+from django.db import IntegrityError, connection, transaction
+from django.db.models import Case, F, Value, When
 from django.utils import timezone
 
 from serving.adapters import AdapterError, adapter_promote, adapter_reject
 from serving.models import AdapterVersion
+from training.child import FAILURE_FILE
+from training.datasets import dataset_export
+from training.estimates import training_estimate
 from training.models import DatasetExample, DatasetExport, JobEvent, JobMetric, TrainingJob
+from training.selectors import job_evaluation_seconds, training_job_active, training_job_get
 from tutor.errors import DomainError, NotFound
 from tutor.models import Course, Person
 
 logger = logging.getLogger(__name__)
 State = TrainingJob.State
 SERVED = (AdapterVersion.Status.ACTIVE, AdapterVersion.Status.PREVIOUS, AdapterVersion.Status.RETIRED)
+# Sent by name once the job's row commits: services never import tasks (training.tasks imports us).
+TRAIN_TASK = "training.tasks.train_adapter"
 
 
 def _lease() -> timedelta:
@@ -54,11 +68,9 @@ def lease_kept(job_id: int):
     done = threading.Event()
 
     def renew() -> None:
-        from django.db import connection
-
         while not done.wait(settings.TRAINING_LEASE_SECONDS / 3):
             TrainingJob.objects.filter(pk=job_id).update(lease_until=timezone.now() + _lease())
-        connection.close()
+        connection.close()  # this thread's own connection
 
     thread = threading.Thread(target=renew, name=f"lease-{job_id}", daemon=True)
     thread.start()
@@ -74,57 +86,84 @@ class JobConflict(DomainError):
     status = 409
 
 
-def job_event(job: TrainingJob, message: str = "") -> None:
-    JobEvent.objects.create(job=job, state=job.state, message=message[:500])
+class InvalidTransition(ValueError):
+    """A move TrainingJob.TRANSITIONS does not list: a bug in the caller, never a user's error."""
 
 
-def job_transition(*, job_id: int, to: str, from_states: tuple, message: str = "", **fields) -> bool:
-    """Moves the job to `to` only if it is in one of `from_states`; records the event."""
-    changed = TrainingJob.objects.filter(pk=job_id, state__in=from_states).update(
-        state=to, updated_at=timezone.now(), **fields
-    )
+def job_transition(
+    *, job_id: int, to: str, from_states: Iterable[str] | None = None, message: str = "", **fields
+) -> bool:
+    """The one way a job changes state. Moves it to `to` only if it is in one of `from_states`
+    (by default every state TrainingJob.TRANSITIONS allows into `to`; a caller may only narrow
+    them) and records the event. A job leaving the active states ends: when is recorded, its
+    lease released and its phase cleared. Returns whether the job moved."""
+    allowed = {state for state, targets in TrainingJob.TRANSITIONS.items() if to in targets}
+    sources = allowed if from_states is None else set(from_states)
+    if not sources or not sources <= allowed:
+        raise InvalidTransition(f"a training job cannot move from {sorted(sources - allowed) or 'nowhere'} to {to}")
+    now = timezone.now()
+    if to not in TrainingJob.ACTIVE_STATES:
+        leaving = {"state__in": TrainingJob.ACTIVE_STATES}
+        fields = {
+            "finished_at": Case(When(**leaving, then=Value(now)), default=F("finished_at")),
+            "lease_until": Case(When(**leaving, then=Value(None)), default=F("lease_until")),
+            "phase": Case(When(**leaving, then=Value("")), default=F("phase")),
+            **fields,
+        }
+    changed = TrainingJob.objects.filter(pk=job_id, state__in=sources).update(state=to, updated_at=now, **fields)
     if changed:
         JobEvent.objects.create(job_id=job_id, state=to, message=message[:500])
     return bool(changed)
 
 
-def job_finish(*, job_id: int, to: str, from_states: tuple, message: str = "", **fields) -> bool:
-    """Moves the job to a final state: records when it ended and releases its lease."""
-    return job_transition(
-        job_id=job_id,
-        to=to,
-        from_states=from_states,
-        message=message,
-        finished_at=timezone.now(),
-        lease_until=None,
-        phase="",
-        **fields,
-    )
+def job_stop(*, job_id: int, to: str, message: str, from_states: Iterable[str] | None = None, **fields) -> bool:
+    """Ends the job failed or cancelled; an adapter it trained but did not promote is rejected
+    (and unloaded if evaluation loaded it), so no stale candidate lingers."""
+    if to not in (State.FAILED, State.CANCELLED):
+        raise InvalidTransition(f"a job is stopped as failed or cancelled, not {to}")
+    stopped = job_transition(job_id=job_id, to=to, from_states=from_states, message=message, **fields)
+    adapter_id = TrainingJob.objects.filter(pk=job_id).values_list("adapter_id", flat=True).first()
+    if stopped and adapter_id:
+        adapter_reject(adapter_id=adapter_id)
+    return stopped
+
+
+def job_fail(*, job_id: int, error: str) -> None:
+    """The job failed: recorded with its reason (a job already finished is left as it is)."""
+    job_stop(job_id=job_id, to=State.FAILED, message=error[:500], error=error)
 
 
 def training_job_start(
     *, course: Course, requested_by: Person | None = None, overrides: dict | None = None
 ) -> TrainingJob:
-    """Exports the course's dataset and queues a job; the task is sent once this commits."""
-    from training.datasets import dataset_export
-    from training.tasks import train_adapter
-
-    if TrainingJob.objects.filter(course=course, state__in=TrainingJob.ACTIVE_STATES).exists():
-        raise JobConflict("This course already has a training job in progress.")
+    """Exports the course's dataset and queues a job; the task is sent once this commits. A course
+    has one active job at a time: a second start is refused, also when two starts race (the
+    database's constraint refuses the second row)."""
+    conflict = JobConflict("This course already has a training job in progress.")
+    if training_job_active(course_id=course.pk):
+        raise conflict
+    overrides = overrides or {}
     dataset = dataset_export(course=course, requested_by=requested_by)
-    with transaction.atomic():
-        job = TrainingJob.objects.create(
-            course=course,
-            dataset=dataset,
-            requested_by=requested_by,
-            overrides=overrides or {},
-            estimate_seconds=_dataset_estimate(dataset=dataset, overrides=overrides or {}).get("seconds"),
-            phase="waiting for a training worker",
-        )
-        job.work_dir = str(Path(settings.TRAINING_JOBS_DIR) / f"job-{job.pk}")
-        job.save(update_fields=["work_dir"])
-        job_event(job, f"dataset {dataset.pk}: {dataset.train_examples} examples")
-        transaction.on_commit(lambda: train_adapter.delay(job.pk))
+    try:
+        with transaction.atomic():
+            job = TrainingJob.objects.create(
+                course=course,
+                dataset=dataset,
+                requested_by=requested_by,
+                overrides=overrides,
+                estimate_seconds=_dataset_estimate(dataset=dataset, overrides=overrides).get("seconds"),
+                phase="waiting for a training worker",
+            )
+            job.work_dir = str(Path(settings.TRAINING_JOBS_DIR) / f"job-{job.pk}")
+            job.save(update_fields=["work_dir"])
+            JobEvent.objects.create(
+                job=job, state=job.state, message=f"dataset {dataset.pk}: {dataset.train_examples} examples"
+            )
+            transaction.on_commit(lambda: current_app.send_task(TRAIN_TASK, args=[job.pk]))
+    except IntegrityError:
+        if training_job_active(course_id=course.pk):
+            raise conflict from None
+        raise
     return job
 
 
@@ -132,8 +171,6 @@ def _dataset_estimate(*, dataset: DatasetExport, overrides: dict) -> dict:
     """The export's estimate, made again when the job sets its own training settings."""
     if not overrides:
         return dataset.report.get("estimate") or {}
-    from training.estimates import training_estimate
-
     tokens = dict.fromkeys(DatasetExample.Split.values, 0)
     lengths = []
     for split, count in dataset.examples.values_list("split", "tokens"):
@@ -168,29 +205,19 @@ def job_claim(*, job_id: int) -> TrainingJob | None:
             return None
         if job.cancel_requested:
             message = "cancelled before it started" if job.state == State.QUEUED else "cancelled"
-            job.state, job.finished_at, job.lease_until = State.CANCELLED, now, None
-            job.save()
-            job_event(job, message)
-            if job.adapter_id:
-                adapter_reject(adapter_id=job.adapter_id)
+            job_stop(job_id=job.pk, to=State.CANCELLED, from_states=(job.state,), message=message)
             return None
-        resumed = job.state != State.QUEUED
-        job.state = State.VALIDATING
-        job.lease_until = now + _lease()
-        job.attempts += 1
-        job.started_at = job.started_at or now
-        job.save()
-        job_event(job, "resumed after its worker stopped" if resumed else "started")
+        job_transition(
+            job_id=job.pk,
+            to=State.VALIDATING,
+            from_states=(job.state,),
+            message="resumed after its worker stopped" if orphaned else "started",
+            lease_until=now + _lease(),
+            attempts=F("attempts") + 1,
+            started_at=job.started_at or now,
+        )
+    job.refresh_from_db()
     return job
-
-
-def job_lease_wait(*, job_id: int) -> float | None:
-    """Seconds until the job's current lease runs out, when it is active and held; else None.
-    A task redelivered while the lease holds (its worker may have just died) retries after it."""
-    job = TrainingJob.objects.filter(pk=job_id, state__in=TrainingJob.ACTIVE_STATES).values("lease_until").first()
-    if job is None or job["lease_until"] is None:
-        return None
-    return max((job["lease_until"] - timezone.now()).total_seconds(), 0.0) + 1.0
 
 
 def job_phase(*, job_id: int, phase: str) -> None:
@@ -238,7 +265,7 @@ def job_progress(*, job_id: int, line: dict) -> bool:
     )
     if job is None:
         return True
-    job["evaluation_seconds"] = _evaluation_seconds(job_id=job_id)
+    job["evaluation_seconds"] = job_evaluation_seconds(job_id=job_id)
     if step and total:
         fields["eta_seconds"] = job_eta(step=step, total=total, line=line, job=job)
     summary = " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in line.items())
@@ -255,26 +282,12 @@ def job_progress(*, job_id: int, line: dict) -> bool:
     return job["cancel_requested"]
 
 
-def _evaluation_seconds(*, job_id: int) -> float:
-    """The gate's evaluation after training: as last measured for the base model, else as the
-    export estimated it."""
-    from training.estimates import throughput_latest
-
-    job = TrainingJob.objects.filter(pk=job_id).values("dataset__base_model", "dataset__report").first()
-    if not job or not job["dataset__base_model"]:
-        return 0.0
-    profile = throughput_latest(base_model=job["dataset__base_model"])
-    if profile and profile.evaluation_seconds:
-        return profile.evaluation_seconds
-    return float(((job["dataset__report"] or {}).get("estimate") or {}).get("evaluation_seconds") or 0.0)
-
-
-def job_cancel(*, job_id: int) -> TrainingJob:
-    job = TrainingJob.objects.filter(pk=job_id).first()
-    if job is None:
-        raise NotFound("No such training job.")
-    TrainingJob.objects.filter(pk=job_id).update(cancel_requested=True)
-    job_finish(job_id=job_id, to=State.CANCELLED, from_states=(State.QUEUED,), message="cancelled")
+def job_cancel(*, course_id: int, job_id: int) -> TrainingJob:
+    """Asks the course's job to stop: a queued job is cancelled at once, a running one by its
+    worker at the next step (the child sees `cancel_requested`)."""
+    job = training_job_get(course_id=course_id, job_id=job_id)
+    TrainingJob.objects.filter(pk=job.pk).update(cancel_requested=True)
+    job_transition(job_id=job.pk, to=State.CANCELLED, from_states=(State.QUEUED,), message="cancelled")
     job.refresh_from_db()
     return job
 
@@ -337,125 +350,108 @@ def gate_passes(*, evaluation: dict) -> GateDecision:
     return GateDecision(passed=not blockers, reasons=tuple(blockers or checks))
 
 
+@dataclass(frozen=True)
+class JobEnd:
+    """How an attempt at a job ends: the state it moves to, from which, and why."""
+
+    state: str
+    from_states: tuple[str, ...]
+    message: str
+
+
 def job_run(*, job_id: int) -> str:
     """The whole job, for the Celery task: claim → validate → train (child) → register →
-    evaluate (child) → gate → promote or wait for an admin."""
+    evaluate (child) → gate → promote or wait for an admin. However it ends (an exception
+    included), the end is one guarded transition, made here."""
     job = job_claim(job_id=job_id)
     if job is None:
         return "skipped"
-    if job.adapter is not None and job.adapter.status in SERVED:
-        # The worker died between the promotion and recording it: the job is done, not retrained.
-        job_finish(
-            job_id=job.pk,
-            to=State.PROMOTED,
-            from_states=(State.VALIDATING,),
-            message=f"{job.adapter.name} was promoted before the worker stopped",
-        )
-        return State.PROMOTED
     try:
-        dataset = job.dataset
-        if dataset is None or dataset.status != DatasetExport.Status.READY or not Path(dataset.train_path).exists():
-            raise RuntimeError("The job's dataset is gone (purged after an erasure?); start a new job.")
-        job_transition(
-            job_id=job.pk,
-            to=State.TRAINING,
-            from_states=(State.VALIDATING,),
-            message=f"{dataset.train_examples} training examples",
-        )
-        job_phase(job_id=job.pk, phase="starting the training process")
-        child = [sys.executable, "-m", "training.child", str(job.pk)]  # our own module and a job id
-        process = subprocess.Popen(child, env=child_environment())  # noqa: S603
-        limit = settings.TRAINING_MEMORY_LIMIT_MB * 2**20 or None
-        try:
-            with lease_kept(job.pk):
-                exit_ = child_wait(process, memory_limit=limit)
-        finally:
-            if process.poll() is None:  # the task itself failed (a time limit): never leave the child running
-                process.terminate()
-                try:
-                    process.wait(timeout=60)
-                except subprocess.TimeoutExpired:
-                    process.kill()
-        returncode = exit_.returncode
-        TrainingJob.objects.filter(pk=job.pk).update(peak_memory_bytes=exit_.peak_bytes)
-        job.refresh_from_db()
-        if job.cancel_requested:
-            job_finish(
-                job_id=job.pk,
-                to=State.CANCELLED,
-                from_states=TrainingJob.ACTIVE_STATES,
-                message="cancelled",
-            )
-            if job.adapter_id:
-                adapter_reject(adapter_id=job.adapter_id)
-            return State.CANCELLED
-        if returncode != 0:
-            raise RuntimeError(child_failure(job=job, exit_=exit_, memory_limit=limit))
-        evaluation = job.evaluation
-        adapter = job.adapter
-        if adapter is None or evaluation.get("adapter_id") != adapter.pk:
-            raise RuntimeError("training finished without registering and evaluating its adapter")
-        gate = gate_passes(evaluation=evaluation)
-        TrainingJob.objects.filter(pk=job.pk, state=State.EVALUATING).update(
-            evaluation={**evaluation, "gate": gate.as_dict()}
-        )
-        if settings.TRAINING_AUTO_PROMOTE and gate.passed:
-            job_phase(job_id=job.pk, phase="promoting: loading the adapter into the model server")
-            try:
-                with lease_kept(job.pk):
-                    adapter_promote(adapter=adapter)
-            except AdapterError as exc:  # the model server is down, say: the adapter is still good
-                job_finish(
-                    job_id=job.pk,
-                    to=State.READY,
-                    from_states=(State.EVALUATING,),
-                    message=f"gate passed, but promoting failed ({exc}); promote it when the model server is back",
-                )
-                return State.READY
-            job_finish(
-                job_id=job.pk,
-                to=State.PROMOTED,
-                from_states=(State.EVALUATING,),
-                message=f"gate passed: {gate.summary}; {adapter.name} serves the course",
-            )
-            return State.PROMOTED
-        job_finish(
-            job_id=job.pk,
-            to=State.READY,
-            from_states=(State.EVALUATING,),
-            message=(
-                f"gate not passed: {gate.summary}" if not gate.passed else "gate passed, but automatic promotion is off"
-            )
-            + "; waiting for an administrator's decision",
-        )
-        return State.READY
+        end = _job_attempt(job)
     except Exception as exc:  # SoftTimeLimitExceeded and AdapterError included
         logger.exception("training job %s failed", job_id)
-        job_fail(job_id=job_id, error=str(exc))
+        job_fail(job_id=job.pk, error=str(exc))
         return State.FAILED
+    if end.state == State.CANCELLED:
+        job_stop(job_id=job.pk, to=end.state, from_states=end.from_states, message=end.message)
+    else:
+        job_transition(job_id=job.pk, to=end.state, from_states=end.from_states, message=end.message)
+    return end.state
 
 
-def job_fail(*, job_id: int, error: str) -> None:
-    """The job failed: recorded with its reason, and an adapter it trained but did not promote
-    is rejected (and unloaded if evaluation loaded it), so no stale candidate lingers."""
-    failed = job_finish(
-        job_id=job_id,
-        to=State.FAILED,
-        from_states=TrainingJob.ACTIVE_STATES,
-        message=error[:500],
-        error=error,
+def _job_attempt(job: TrainingJob) -> JobEnd:
+    """One attempt at a claimed job, up to how it ends; a failure raises (the message says why)."""
+    if job.adapter is not None and job.adapter.status in SERVED:
+        # The worker died between the promotion and recording it: the job is done, not retrained.
+        return JobEnd(State.PROMOTED, (State.VALIDATING,), f"{job.adapter.name} was promoted before the worker stopped")
+    dataset = job.dataset
+    if dataset is None or dataset.status != DatasetExport.Status.READY or not Path(dataset.train_path).exists():
+        raise RuntimeError("The job's dataset is gone (purged after an erasure?); start a new job.")
+    job_transition(
+        job_id=job.pk,
+        to=State.TRAINING,
+        from_states=(State.VALIDATING,),
+        message=f"{dataset.train_examples} training examples",
     )
-    adapter_id = TrainingJob.objects.filter(pk=job_id).values_list("adapter_id", flat=True).first()
-    if failed and adapter_id:
-        adapter_reject(adapter_id=adapter_id)
+    limit = settings.TRAINING_MEMORY_LIMIT_MB * 2**20 or None
+    exit_ = _child_run(job_id=job.pk, memory_limit=limit)
+    job.refresh_from_db()
+    if job.cancel_requested:
+        return JobEnd(State.CANCELLED, TrainingJob.ACTIVE_STATES, "cancelled")
+    if exit_.returncode != 0:
+        raise RuntimeError(child_failure(job=job, exit_=exit_, memory_limit=limit))
+    evaluation = job.evaluation
+    adapter = job.adapter
+    if adapter is None or evaluation.get("adapter_id") != adapter.pk:
+        raise RuntimeError("training finished without registering and evaluating its adapter")
+    gate = gate_passes(evaluation=evaluation)
+    TrainingJob.objects.filter(pk=job.pk, state=State.EVALUATING).update(
+        evaluation={**evaluation, "gate": gate.as_dict()}
+    )
+    if not (settings.TRAINING_AUTO_PROMOTE and gate.passed):
+        verdict = "gate passed, but automatic promotion is off" if gate.passed else f"gate not passed: {gate.summary}"
+        return JobEnd(State.READY, (State.EVALUATING,), verdict + "; waiting for an administrator's decision")
+    job_phase(job_id=job.pk, phase="promoting: loading the adapter into the model server")
+    try:
+        with lease_kept(job.pk):
+            adapter_promote(adapter=adapter)
+    except AdapterError as exc:  # the model server is down, say: the adapter is still good
+        return JobEnd(
+            State.READY,
+            (State.EVALUATING,),
+            f"gate passed, but promoting failed ({exc}); promote it when the model server is back",
+        )
+    return JobEnd(State.PROMOTED, (State.EVALUATING,), f"gate passed: {gate.summary}; {adapter.name} serves the course")
 
 
-def job_decide(*, job_id: int, promote: bool) -> TrainingJob:
-    """An administrator's decision on a job the gate did not promote. The job's row is locked for
-    the decision, so two administrators deciding at once cannot both act."""
+def _child_run(*, job_id: int, memory_limit: int | None) -> ChildExit:
+    """Trains and evaluates in a fresh process (`python -m training.child JOB`), keeping the
+    lease while it runs; records its peak memory."""
+    job_phase(job_id=job_id, phase="starting the training process")
+    child = [sys.executable, "-m", "training.child", str(job_id)]  # our own module and a job id
+    process = subprocess.Popen(child, env=child_environment())  # noqa: S603
+    try:
+        with lease_kept(job_id):
+            exit_ = child_wait(process, memory_limit=memory_limit)
+    finally:
+        if process.poll() is None:  # the task itself failed (a time limit): never leave the child running
+            process.terminate()
+            try:
+                process.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                process.kill()
+    TrainingJob.objects.filter(pk=job_id).update(peak_memory_bytes=exit_.peak_bytes)
+    return exit_
+
+
+def job_decide(*, course_id: int, job_id: int, promote: bool) -> TrainingJob:
+    """An administrator's decision on a job of their course the gate did not promote. The job's
+    row is locked for the decision, so two administrators deciding at once cannot both act."""
     with transaction.atomic():
-        job = TrainingJob.objects.select_for_update().filter(pk=job_id).first()
-        if job is None or job.state != State.READY or job.adapter is None:
+        job = TrainingJob.objects.select_for_update().filter(pk=job_id, course_id=course_id).first()
+        if job is None:
+            raise NotFound("No such training job in this course.")
+        if job.state != State.READY or job.adapter is None:
             raise DomainError(
                 "Only a finished job waiting for a decision can be promoted or rejected.",
                 code="job_not_ready",
@@ -469,12 +465,6 @@ def job_decide(*, job_id: int, promote: bool) -> TrainingJob:
             job_transition(job_id=job.pk, to=State.REJECTED, from_states=(State.READY,), message="rejected by an admin")
     job.refresh_from_db()
     return job
-
-
-def adapter_holds_erased_data(*, adapter: AdapterVersion) -> bool:
-    """True when the dataset the adapter was trained on was purged (a student in it was erased,
-    or their conversations expired): a trained model is not anonymous data, so retrain it."""
-    return TrainingJob.objects.filter(adapter=adapter, dataset__status=DatasetExport.Status.PURGED).exists()
 
 
 # -- the training process ------------------------------------------------------------------------------
@@ -546,8 +536,6 @@ def child_wait(process: subprocess.Popen, *, memory_limit: int | None, poll_seco
 
 def child_failure(*, job: TrainingJob, exit_: ChildExit, memory_limit: int | None) -> str:
     """Why the training process failed, in words an administrator can act on."""
-    from training.child import FAILURE_FILE
-
     gib = 2**30
     peak = f"{exit_.peak_bytes / gib:.2f} GiB"
     if exit_.killed_for_memory:

@@ -1,8 +1,17 @@
-"""Training datasets: each export of a course's approved exchanges, and where every line came from."""
+"""Training data and jobs: each export of a course's approved exchanges and where every line came
+from; each retraining job, its states and the moves between them, its events and loss curve."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from django.db import models
+
+
+def sibling_paths(out: Path) -> tuple[Path, Path]:
+    """The held-out file and the report written beside an export's training file."""
+    stem = out.name.removesuffix(".jsonl")
+    return out.with_name(stem + ".eval.jsonl"), out.with_name(stem + ".report.json")
 
 
 class DatasetExport(models.Model):
@@ -59,22 +68,51 @@ class DatasetExample(models.Model):
         return f"{self.split} line {self.line} of dataset {self.export_id}"
 
 
+class JobState(models.TextChoices):
+    QUEUED = "queued", "Queued"
+    VALIDATING = "validating", "Validating the dataset"
+    TRAINING = "training", "Training"
+    EVALUATING = "evaluating", "Evaluating"
+    READY = "ready", "Ready (waiting for an admin's decision)"
+    PROMOTED = "promoted", "Promoted (serving)"
+    REJECTED = "rejected", "Rejected"
+    FAILED = "failed", "Failed"
+    CANCELLED = "cancelled", "Cancelled"
+
+
+# A job holds its course's training slot while in one of these (one such job per course).
+JOB_ACTIVE_STATES = (JobState.QUEUED, JobState.VALIDATING, JobState.TRAINING, JobState.EVALUATING)
+
+# Every move a job may make, listed once; training.jobs.job_transition makes all of them and refuses
+# any other. A worker claims a queued job, or takes over an active one whose worker died (back to
+# validating: it resumes from its last checkpoint); an active job may fail or be cancelled at any
+# step; a job the gate did not promote waits in `ready` for an administrator. The rest are final.
+JOB_TRANSITIONS: dict[str, frozenset[str]] = {
+    JobState.QUEUED: frozenset({JobState.VALIDATING, JobState.CANCELLED}),
+    JobState.VALIDATING: frozenset(
+        # promoted: its adapter was promoted before the worker that took it died
+        {JobState.VALIDATING, JobState.TRAINING, JobState.PROMOTED, JobState.FAILED, JobState.CANCELLED}
+    ),
+    JobState.TRAINING: frozenset({JobState.VALIDATING, JobState.EVALUATING, JobState.FAILED, JobState.CANCELLED}),
+    JobState.EVALUATING: frozenset(
+        {JobState.VALIDATING, JobState.READY, JobState.PROMOTED, JobState.FAILED, JobState.CANCELLED}
+    ),
+    JobState.READY: frozenset({JobState.PROMOTED, JobState.REJECTED}),
+    JobState.PROMOTED: frozenset(),
+    JobState.REJECTED: frozenset(),
+    JobState.FAILED: frozenset(),
+    JobState.CANCELLED: frozenset(),
+}
+
+
 class TrainingJob(models.Model):
     """One retraining of a course's adapter. Its row is the truth: the Celery task only acts
-    through guarded state changes on it, so a redelivered message resumes or does nothing."""
+    through guarded state changes on it (JOB_TRANSITIONS), so a redelivered message resumes or
+    does nothing. The database holds at most one active job per course."""
 
-    class State(models.TextChoices):
-        QUEUED = "queued", "Queued"
-        VALIDATING = "validating", "Validating the dataset"
-        TRAINING = "training", "Training"
-        EVALUATING = "evaluating", "Evaluating"
-        READY = "ready", "Ready (waiting for an admin's decision)"
-        PROMOTED = "promoted", "Promoted (serving)"
-        REJECTED = "rejected", "Rejected"
-        FAILED = "failed", "Failed"
-        CANCELLED = "cancelled", "Cancelled"
-
-    ACTIVE_STATES = (State.QUEUED, State.VALIDATING, State.TRAINING, State.EVALUATING)
+    State = JobState
+    ACTIVE_STATES = JOB_ACTIVE_STATES
+    TRANSITIONS = JOB_TRANSITIONS
 
     course = models.ForeignKey("tutor.Course", related_name="training_jobs", on_delete=models.CASCADE)
     dataset = models.ForeignKey(DatasetExport, null=True, blank=True, related_name="jobs", on_delete=models.SET_NULL)
@@ -107,6 +145,14 @@ class TrainingJob(models.Model):
 
     class Meta:
         ordering = ["-id"]
+        constraints = [
+            # Two starts racing both pass training_job_start's check; the second insert fails here.
+            models.UniqueConstraint(
+                fields=["course"],
+                condition=models.Q(state__in=JOB_ACTIVE_STATES),
+                name="training_one_active_job_per_course",
+            )
+        ]
 
     def __str__(self) -> str:
         return f"Training job {self.pk} of {self.course} ({self.state})"

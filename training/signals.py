@@ -6,18 +6,13 @@ from __future__ import annotations
 from django.db.models.signals import pre_delete
 from django.dispatch import receiver
 
+from training.datasets import exports_purge
+from training.selectors import dataset_exports_holding
 from tutor.models import Conversation
 
 
 @receiver(pre_delete, sender=Conversation, dispatch_uid="training.purge_exports_of_deleted_conversation")
 def _purge_exports(sender, instance: Conversation, **kwargs) -> None:
-    from training.datasets import exports_purge
-    from training.models import DatasetExport
-
-    export_ids = list(
-        DatasetExport.objects.filter(examples__conversation_id=instance.pk, status=DatasetExport.Status.READY)
-        .values_list("pk", flat=True)
-        .distinct()
-    )
+    export_ids = dataset_exports_holding(conversation_id=instance.pk)
     if export_ids:
         exports_purge(export_ids=export_ids)

@@ -9,7 +9,9 @@ from celery import shared_task
 from django.conf import settings
 from django.db import InterfaceError, OperationalError
 
-from training.jobs import job_lease_wait, job_run
+from training.jobs import job_run
+from training.schedule import retraining_start_due
+from training.selectors import job_lease_wait
 
 
 @shared_task(
@@ -39,6 +41,4 @@ def train_adapter(self, job_id: int) -> str:
 @shared_task(name="training.tasks.retrain_due")
 def retrain_due() -> list[int]:
     """Periodic: a job for every course with enough new approved examples since its last adapter."""
-    from training.schedule import courses_due_for_retraining, retrain_courses
-
-    return retrain_courses(course_ids=courses_due_for_retraining())
+    return retraining_start_due()

@@ -1,51 +1,50 @@
 """Administrators' pages for training data and retraining (server-rendered, no JavaScript):
 dataset exports and their files, training jobs with live progress and the loss curve, the
 evaluation gate's numbers and sample replies, adapter versions, promote / reject / rollback.
-They sit beside the teachers' review pages (same session, same access rules)."""
+They sit beside the teachers' review pages (same session, same access rules: tutor.access's
+`review_page(admin=True)`). Each view parses its input, calls one service or selector, and renders;
+what an action did is told on the next page through django.contrib.messages."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from django import forms
 from django.conf import settings
-from django.http import FileResponse, HttpRequest, HttpResponse, HttpResponseRedirect
-from django.shortcuts import render
-from django.urls import reverse
+from django.contrib import messages
+from django.http import FileResponse, HttpRequest, HttpResponse
+from django.shortcuts import redirect, render
 from django.views.decorators.http import require_GET, require_POST
 
-from serving.adapters import AdapterError, adapter_rollback, adapter_rollback_target
-from serving.models import AdapterVersion
-from training.datasets import dataset_export, sibling_paths
-from training.jobs import adapter_holds_erased_data, job_cancel, job_decide, training_job_start
-from training.models import TrainingJob
-from tutor.access import admin_check, page_reviewer
+from serving.adapters import AdapterError, adapter_rollback
+from training.datasets import dataset_export
+from training.jobs import job_cancel, job_decide, training_job_start
+from training.selectors import dataset_export_file, training_overview
+from tutor.access import review_page
 from tutor.errors import DomainError, NotFound
+from tutor.models import Membership
 
 
 @require_POST
-def review_export(request: HttpRequest, course_id: int) -> HttpResponse:
-    reviewer = page_reviewer(request, course_id=course_id)
-    admin_check(reviewer=reviewer)
+@review_page(admin=True)
+def review_export(request: HttpRequest, course_id: int, *, reviewer: Membership) -> HttpResponse:
+    """Exports the course's dataset; the review page then says what came of it."""
     try:
         export = dataset_export(course=reviewer.course, requested_by=reviewer.person)
-        notice = f"Dataset {export.id}: {export.train_examples} training and {export.eval_examples} held-out examples."
     except DomainError as exc:
-        notice = exc.message
-    return HttpResponseRedirect(reverse("review-course", args=[course_id]) + "?notice=" + notice)
+        messages.error(request, exc.message)
+    else:
+        messages.success(
+            request,
+            f"Dataset {export.id}: {export.train_examples} training and {export.eval_examples} held-out examples.",
+        )
+    return redirect("review-course", course_id)
 
 
 @require_GET
-def review_export_download(request: HttpRequest, course_id: int, export_id: int, part: str) -> HttpResponse:
-    reviewer = page_reviewer(request, course_id=course_id)
-    admin_check(reviewer=reviewer)
-    export = reviewer.course.dataset_exports.filter(pk=export_id, status="ready").first()
-    if export is None:
-        raise NotFound("No such dataset (it may have been purged after an erasure).")
-    train = Path(export.train_path)
-    path = {"train": train, "eval": sibling_paths(train)[0], "report": sibling_paths(train)[1]}.get(part)
-    if path is None or not path.exists():
-        raise NotFound("That file of the dataset does not exist.")
+@review_page(admin=True)
+def review_export_download(
+    request: HttpRequest, course_id: int, export_id: int, part: str, *, reviewer: Membership
+) -> HttpResponse:
+    path = dataset_export_file(course_id=course_id, export_id=export_id, part=part)
     return FileResponse(path.open("rb"), as_attachment=True, filename=path.name)
 
 
@@ -105,35 +104,27 @@ def _gate_table(evaluation: dict) -> dict:
 
 
 @require_GET
-def review_training(request: HttpRequest, course_id: int) -> HttpResponse:
+@review_page(admin=True)
+def review_training(request: HttpRequest, course_id: int, *, reviewer: Membership) -> HttpResponse:
     """Retraining for administrators: jobs with live progress and loss curves, the gate's
     numbers and sample replies, and the course's adapter versions."""
-    reviewer = page_reviewer(request, course_id=course_id)
-    admin_check(reviewer=reviewer)
-    jobs = list(TrainingJob.objects.filter(course_id=course_id).order_by("-id")[:10])
-    latest = jobs[0] if jobs else None
-    chart = {}
-    if latest:
-        chart = _loss_chart(list(latest.metrics.values_list("step", "train_loss", "eval_loss")))
+    overview = training_overview(course_id=course_id)
+    latest = overview.latest
     return render(
         request,
         "training/training.html",
         {
             "tool_title": settings.TOOL_TITLE,
             "course": reviewer.course,
-            "jobs": jobs,
+            "jobs": overview.jobs,
             "latest": latest,
-            "active": latest is not None and latest.state in TrainingJob.ACTIVE_STATES,
-            "chart": chart,
+            "active": overview.active,
+            "chart": _loss_chart(overview.loss_points),
             "gate": _gate_table(latest.evaluation or {}) if latest else {},
-            "adapters": [
-                (adapter, adapter_holds_erased_data(adapter=adapter))
-                for adapter in AdapterVersion.objects.filter(course_id=course_id)
-            ],
+            "adapters": overview.adapters,
             # Roll back: offered whenever an adapter serves, its first included (the base model then serves).
-            "serving": AdapterVersion.objects.filter(course_id=course_id, status=AdapterVersion.Status.ACTIVE).first(),
-            "rollback_to": adapter_rollback_target(course_id=course_id),
-            "notice": request.GET.get("notice", ""),
+            "serving": overview.serving,
+            "rollback_to": overview.rollback_to,
         },
     )
 
@@ -148,10 +139,9 @@ class TrainingActionForm(forms.Form):
 
 
 @require_POST
-def review_training_action(request: HttpRequest, course_id: int) -> HttpResponse:
+@review_page(admin=True)
+def review_training_action(request: HttpRequest, course_id: int, *, reviewer: Membership) -> HttpResponse:
     """retrain | cancel | promote | reject | rollback, for administrators."""
-    reviewer = page_reviewer(request, course_id=course_id)
-    admin_check(reviewer=reviewer)
     form = TrainingActionForm(request.POST)
     if not form.is_valid():
         raise DomainError(
@@ -160,17 +150,16 @@ def review_training_action(request: HttpRequest, course_id: int) -> HttpResponse
             code="invalid",
             fields=form.errors.get_json_data(),
         )
-    action, job_id = form.cleaned_data["action"], form.cleaned_data["job"] or 0
-    owned = reviewer.course.training_jobs.filter(pk=job_id).exists()
+    action, job_id = form.cleaned_data["action"], form.cleaned_data["job"]
     try:
         if action == "retrain":
             job = training_job_start(course=reviewer.course, requested_by=reviewer.person)
             notice = f"Training job {job.pk} queued."
-        elif action == "cancel" and owned:
-            job_cancel(job_id=job_id)
+        elif action == "cancel" and job_id:
+            job_cancel(course_id=course_id, job_id=job_id)
             notice = f"Job {job_id} is being cancelled."
-        elif action in {"promote", "reject"} and owned:
-            job = job_decide(job_id=job_id, promote=action == "promote")
+        elif action in {"promote", "reject"} and job_id:
+            job = job_decide(course_id=course_id, job_id=job_id, promote=action == "promote")
             notice = f"Job {job_id}: {job.get_state_display()}."
         elif action == "rollback":
             # the version the page showed serving
@@ -179,7 +168,9 @@ def review_training_action(request: HttpRequest, course_id: int) -> HttpResponse
         else:
             raise NotFound("No such action or job.")
     except DomainError as exc:
-        notice = exc.message
+        messages.error(request, exc.message)
     except AdapterError as exc:
-        notice = str(exc)
-    return HttpResponseRedirect(reverse("review-training", args=[course_id]) + "?notice=" + notice)
+        messages.error(request, str(exc))
+    else:
+        messages.success(request, notice)
+    return redirect("review-training", course_id)

@@ -15,7 +15,7 @@ from serving.models import AdapterVersion
 from tests.support.db import database_url_for_tests
 from tests.support.servers import celery_worker
 from tests.support.training import corrected_course, wait_for
-from training.jobs import training_job_start
+from training.jobs import job_decide, training_job_start
 from training.models import TrainingJob
 from training.tasks import train_adapter
 
@@ -98,7 +98,6 @@ def test_a_promotion_that_fails_leaves_the_adapter_for_an_admin_not_rejected(cha
     from django.db import connection
 
     from tests.support.proxy import model_server_proxy
-    from training.jobs import job_decide
 
     teacher, _ = corrected_course(platform, chat_tool)
 
@@ -126,6 +125,6 @@ def test_a_promotion_that_fails_leaves_the_adapter_for_an_admin_not_rejected(cha
     assert "gate passed, but promoting failed" in job.events.last().message
     assert job.adapter.status == "candidate"
     # Once the model server is back (the test's own), an administrator promotes it.
-    assert job_decide(job_id=job.pk, promote=True).state == "promoted"
+    assert job_decide(course_id=job.course_id, job_id=job.pk, promote=True).state == "promoted"
     assert AdapterVersion.objects.get(pk=job.adapter_id).status == "active"
     assert job.adapter.name in {m["id"] for m in httpx.get(vllm_url + "/v1/models").json()["data"]}

@@ -11,9 +11,10 @@ from django.utils import timezone
 from serving.models import AdapterVersion
 from tests.support.chat import conversation_for, exchange, member
 from tests.support.review import review_enter
+from training.api import TrainingJobOut
 from training.jobs import job_cancel, job_claim, job_fail
 from training.models import DatasetExport, JobMetric, TrainingJob
-from training.schedule import courses_due_for_retraining
+from training.selectors import courses_due_for_retraining
 from tutor.models import Course, ReviewDecision, Role
 from tutor.review import reply_review_update
 from tutor.services import training_consent_set
@@ -39,7 +40,7 @@ def test_schedule_picks_consented_courses_with_enough_new_approvals(settings):
 def test_a_cancelled_queued_job_never_starts():
     course = member("t1", role=Role.TEACHER).course
     job = TrainingJob.objects.create(course=course)
-    assert job_cancel(job_id=job.pk).state == "cancelled"
+    assert job_cancel(course_id=course.pk, job_id=job.pk).state == "cancelled"
     assert job_claim(job_id=job.pk) is None
     assert [e.state for e in job.events.all()] == ["cancelled"]
 
@@ -59,6 +60,37 @@ def test_a_job_failing_after_training_rejects_its_candidate_adapter(django_captu
     with django_capture_on_commit_callbacks() as unloads:
         job_fail(job_id=job.pk, error="again")  # a job already finished is left as it is
     assert len(unloads) == 0 and TrainingJob.objects.get(pk=job.pk).error == "the evaluation process ran out of memory"
+
+
+@pytest.mark.django_db
+def test_a_polled_job_is_rendered_by_its_declared_serializer_without_the_sample_replies():
+    course = member("t1", role=Role.TEACHER).course
+    adapter = AdapterVersion.objects.create(course=course, version=1, name="course-x-v1", path="/nowhere")
+    job = TrainingJob.objects.create(
+        course=course,
+        adapter=adapter,
+        state="ready",
+        step=4,
+        total_steps=4,
+        train_loss=0.5,
+        evaluation={"candidate_loss": 0.25, "samples": [{"question": "Q?"}]},
+    )
+    assert TrainingJobOut(job).data == {
+        "id": job.pk,
+        "state": "ready",
+        "step": 4,
+        "total_steps": 4,
+        "train_loss": 0.5,
+        "eval_loss": None,
+        "eta_seconds": None,
+        "phase": "",
+        "estimate_seconds": None,
+        "peak_memory_bytes": None,
+        "evaluation": {"candidate_loss": 0.25},
+        "error": "",
+        "adapter": "course-x-v1",
+    }
+    assert TrainingJobOut(TrainingJob.objects.create(course=course)).data["adapter"] is None
 
 
 @pytest.mark.django_db(transaction=True)
@@ -123,6 +155,7 @@ def test_training_page_is_for_administrators_and_shows_progress(tool, platform):
         20,
         adapter.name,
     )
+    TrainingJob.objects.filter(pk=job.pk).update(state="cancelled")  # by its worker: one active job per course
     other = TrainingJob.objects.create(course=course)
     assert (
         requests.delete(f"{tool}/api/v1/course/training-jobs/{other.pk}/", headers=bearer["admin"]).json()["state"]
