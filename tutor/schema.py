@@ -33,7 +33,7 @@ class MessageContentScheme(OpenApiSerializerFieldExtension):
     """A student's message as the chat service takes it (read when the schema is generated, so it
     follows CHAT_MAX_MESSAGE_CHARS)."""
 
-    target_class = "tutor.api.MessageContentField"
+    target_class = "tutor.serializers.MessageContentField"
 
     def map_serializer_field(self, auto_schema, direction):
         return {
@@ -50,7 +50,7 @@ class MessageContentScheme(OpenApiSerializerFieldExtension):
 class PatternTextScheme(OpenApiSerializerFieldExtension):
     """A PatternTextField (safety alert addresses, a teacher's note): the very pattern it checks."""
 
-    target_class = "tutor.api.PatternTextField"
+    target_class = "tutor.serializers.PatternTextField"
     match_subclasses = True
 
     def map_serializer_field(self, auto_schema, direction):

@@ -19,7 +19,7 @@ from django.core.management import call_command
 from django.utils import timezone
 
 from tests.support.chat import conversation_for, exchange
-from tutor import alerts
+from tutor import alerts, selectors
 from tutor.models import Flag, FlagAction, FlagAlert, Membership, ReviewEvent
 from tutor.services import pseudonym_for
 
@@ -124,15 +124,15 @@ def test_teachers_set_the_alert_addresses_admins_the_escalation_ones_and_student
     settings.SAFETY_ALERT_EMAILS = ["team@district.example"]
     settings.SAFETY_ADMIN_EMAILS = ["head@school.example", "dsl@district.example"]
     course_id = member(platform, "devlms-teacher-1").course_id
-    assert alerts.course_alert_addresses(course_id=course_id) == [
+    assert selectors.course_alert_addresses(course_id=course_id) == [
         "Safeguarding@school.example",
         "team@district.example",
     ]
-    assert alerts.course_escalation_addresses(course_id=course_id) == ["head@school.example", "dsl@district.example"]
+    assert selectors.course_escalation_addresses(course_id=course_id) == ["head@school.example", "dsl@district.example"]
     changes = [e.detail for e in ReviewEvent.objects.filter(action="alert_addresses").order_by("id")]
     assert changes == [{"safety_alert_emails": 1}, {"safety_escalation_emails": 1}]  # the unchanged save: none
     assert addresses_put(tool, teacher, alert_emails="").status_code == 200  # blank clears them
-    assert alerts.course_alert_addresses(course_id=course_id) == ["team@district.example"]
+    assert selectors.course_alert_addresses(course_id=course_id) == ["team@district.example"]
 
 
 def test_the_banner_and_the_queue_triage_flags_with_notes_who_and_when(tool, platform, offline_model):
