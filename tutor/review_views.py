@@ -79,7 +79,7 @@ def review_enter(request: HttpRequest) -> HttpResponse:
 @require_GET
 @review_page()
 def review_course(request: HttpRequest, course_id: int, *, reviewer: Membership) -> HttpResponse:
-    filters = ConversationFiltersIn.read(request.GET)
+    filters = ConversationFiltersIn.read(request.GET, form=True)
     names = selectors.student_names(course_id=course_id)
     return render(
         request,

@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 
 from rest_framework import serializers
 
@@ -309,16 +310,21 @@ class ReviewIn(StrictInputSerializer):
 
 
 class FiltersIn(serializers.Serializer):
-    """Query-string filters, read the same way by the API and the pages. An empty value is no
-    filter (a form's empty field); a bad one is refused as a domain error with `error_code`, so
-    the API answers 400 and a page shows the error page, in plain words, instead of ignoring it."""
+    """Query-string filters, read the same way by the API and the pages. A bad value is refused
+    as a domain error with `error_code`, so the API answers 400 and a page shows the error page,
+    in plain words, instead of ignoring it. An empty value is what the API's schema says it is
+    (`blank_is_unset`: no filter; else refused); on a page's form (`form=True`) a field left
+    empty is always no filter."""
 
     error_code = "bad_filter"
+    blank_is_unset = False
     result: type
 
     @classmethod
-    def read(cls, params):
-        filters = cls(data=params)
+    def read(cls, params: Mapping[str, str], *, form: bool = False):
+        # A plain dict, not the QueryDict: DRF reads an empty form value as a missing one.
+        data = {name: value for name, value in params.items() if value or not (form or cls.blank_is_unset)}
+        filters = cls(data=data)
         if not filters.is_valid():
             fields = sorted(filters.errors)
             message = " ".join(str(error) for name in fields for error in filters.errors[name])
@@ -335,6 +341,7 @@ class AppliedField(serializers.Field):
 
 class ConversationFiltersIn(FiltersIn):
     error_code = "bad_date"
+    blank_is_unset = True
     result = ConversationFilters
 
     flagged = AppliedField(required=False)
@@ -356,7 +363,7 @@ class FlagFiltersIn(FiltersIn):
     result = FlagFilters
 
     state = serializers.ChoiceField(
-        choices=list(STATE_FILTERS),
+        choices=[str(state) for state in STATE_FILTERS],
         required=False,
         error_messages={"invalid_choice": "state must be one of " + ", ".join(STATE_FILTERS) + "."},
     )
@@ -364,6 +371,9 @@ class FlagFiltersIn(FiltersIn):
         rf"^{CATEGORY_PATTERN.pattern}\Z",
         required=False,
         trim_whitespace=False,
-        error_messages={"invalid": "category must be a category name (lower-case letters, digits and _)."},
+        error_messages={
+            "invalid": "category must be a category name (lower-case letters, digits and _).",
+            "blank": "category must be a category name (lower-case letters, digits and _).",
+        },
     )
     urgent = UrgentFilterField(required=False, error_messages={"invalid_choice": "urgent must be 1 or 0."})

@@ -53,7 +53,7 @@ DONE = {"acknowledge": "acknowledged", "resolve": "resolved", "reopen": "reopene
 @require_GET
 @review_page()
 def review_flags(request: HttpRequest, course_id: int, *, reviewer: Membership) -> HttpResponse:
-    filters = FlagFiltersIn.read(request.GET)
+    filters = FlagFiltersIn.read(request.GET, form=True)
     names = selectors.student_names(course_id=course_id)
     counts = selectors.flag_counts(course_id=course_id)
     rows = selectors.flag_queue(course_id=course_id, filters=filters)[:200]
@@ -95,7 +95,7 @@ def review_flag_action(request: HttpRequest, course_id: int, flag_id: int, *, re
     action = request.POST.get("action", "")
     flags.flag_act(reviewer=reviewer, flag_id=flag_id, action=action, note=request.POST.get("note", ""))
     messages.success(request, f"Flag {flag_id} {DONE[action]}.")
-    back = urlencode(_query(FlagFiltersIn.read(request.POST)))
+    back = urlencode(_query(FlagFiltersIn.read(request.POST, form=True)))
     return HttpResponseRedirect(f"{reverse('review-flags', args=[course_id])}?{back}#flag-{flag_id}")
 
 

@@ -171,6 +171,9 @@ def test_the_banner_and_the_queue_triage_flags_with_notes_who_and_when(tool, pla
 
     acknowledged = post(action_url, action="acknowledge", note="Called Ada Student's mum on 07700 900123.")
     assert acknowledged.status_code == 200 and f"Flag {urgent.id} acknowledged." in acknowledged.text
+    # The notice is a message, shown once: not in the URL, gone on the next page.
+    assert "done=" not in acknowledged.url and "notice" not in acknowledged.url
+    assert f"Flag {urgent.id} acknowledged." not in teacher_browser.get(acknowledged.url).text
     again = post(action_url, action="acknowledge")
     assert again.status_code == 409 and "acknowledged already" in again.text
     resolved = post(action_url, action="resolve", note="Counsellor met her; plan in place.")
@@ -205,6 +208,10 @@ def test_the_banner_and_the_queue_triage_flags_with_notes_who_and_when(tool, pla
     for bad_filter in ({"state": "maybe"}, {"urgent": "yes"}, {"category": "self\x00harm"}):
         bad = requests.get(api, params=bad_filter, headers=teacher_auth)
         assert bad.status_code == 400 and bad.json()["error"]["code"] == "bad_filter", bad_filter
+        # The queue page reads its filters with the same serializer, and says what is wrong.
+        page = teacher_browser.get(f"{tool}/review/{urgent.course_id}/flags/", params=bad_filter)
+        assert page.status_code == 400 and "text/html" in page.headers["Content-Type"], bad_filter
+        assert escape(bad.json()["error"]["message"]) in page.text, bad_filter
     done = requests.post(
         f"{api}{by_hand.id}/actions/", json={"action": "resolve", "note": "Fine."}, headers=teacher_auth
     )
