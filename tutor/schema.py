@@ -8,6 +8,8 @@ from drf_spectacular.extensions import OpenApiAuthenticationExtension, OpenApiSe
 from drf_spectacular.openapi import AutoSchema
 from rest_framework import serializers
 
+from tutor.parsers import StrictInputSerializer
+
 
 class LaunchTokenScheme(OpenApiAuthenticationExtension):
     target_class = "tutor.auth.LaunchTokenAuthentication"
@@ -98,8 +100,6 @@ class TutorAutoSchema(AutoSchema):
 
     def _map_basic_serializer(self, serializer, direction):
         schema = super()._map_basic_serializer(serializer, direction)
-        from tutor.parsers import StrictInputSerializer
-
         if direction == "request" and isinstance(serializer, StrictInputSerializer):
             schema["additionalProperties"] = False  # unknown fields are refused (tutor/parsers.py)
         return schema
