@@ -48,6 +48,7 @@ from pylti1p3.contrib.django import DjangoCacheDataStorage, DjangoMessageLaunch
 from pylti1p3.deployment import Deployment
 from pylti1p3.exception import LtiException
 
+from lti.platform_storage import storage_state_get
 from lti.roles import role_from_lti
 from tutor.errors import DomainError
 from tutor.models import Role
@@ -189,8 +190,6 @@ class TutorMessageLaunch(DjangoMessageLaunch):
 
     # -- state: a cookie, or LTI Platform Storage -------------------------------------------
     def validate_state(self):
-        from lti.platform_storage import storage_state_get
-
         state = self._get_request_param("state")
         if not state:
             raise refused(

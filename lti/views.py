@@ -34,9 +34,9 @@ from lti.launch import (
 )
 from lti.platform_storage import storage_state_issue, storage_ticket_mint, storage_ticket_redeem
 from lti.services import tool_url, tool_urls
+from tutor.landing import course_home
 from tutor.models import Role
 from tutor.services import course_enter, person_erase
-from tutor.views import course_home
 
 DEEP_LINK_SALT = "lti.deep-link"
 DATA_PRIVACY_SALT = "lti.data-privacy"

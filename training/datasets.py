@@ -53,10 +53,10 @@ from serving.chat_templates import chat_template_text
 from serving.model_server import base_model_dir
 from training.estimates import estimate_words, training_estimate
 from training.models import DatasetExample, DatasetExport, sibling_paths
-from tutor.chat import tutor_settings_get
 from tutor.errors import DomainError, NotFound
 from tutor.models import Conversation, Course, Membership, Message, MessageStatus, Person, ReviewDecision
 from tutor.prompts import system_prompt_for
+from tutor.selectors import tutor_settings_get
 
 
 class TrainingNotAllowed(DomainError):

@@ -1,4 +1,4 @@
-"""Alerts about urgent flags: the email to the course's alert addresses, the banner on teachers'
+"""Alert services (writes) about urgent flags: the email to the course's alert addresses, the banner on teachers'
 launches, the escalation to the administrators. Every alert is recorded (`FlagAlert`).
 
 Addresses: the LMS shares no email with the tutor (docs/privacy.md), so nobody is emailed unless
@@ -7,6 +7,9 @@ administrators its escalation addresses (on its safety queue, stored with its Tu
 add its own for every course (SAFETY_ALERT_EMAILS, SAFETY_ADMIN_EMAILS). A student's address is
 never used. An email names no student and quotes only the flagged message's scrubbed copy; the
 rest is on the safety queue it links to, which only the course's teachers can open.
+
+The addresses are read by tutor.selectors; the escalation task is queued by its name
+("tutor.tasks.flag_escalate"), so services never import tasks.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ from __future__ import annotations
 import logging
 import re
 
+from celery import signature
 from django.conf import settings
 from django.core.mail import EmailMessage
 from django.db import transaction
@@ -22,8 +26,17 @@ from django.urls import reverse
 from django.utils import timezone
 
 from tutor.errors import DomainError, Forbidden
-from tutor.flags import category_label
-from tutor.models import Flag, FlagAlert, FlagState, Membership, Person, Role, TutorSettings
+from tutor.models import Flag, FlagAlert, FlagState, Membership, Role, TutorSettings
+from tutor.selectors import (
+    ADDRESS_SEPARATORS,
+    alert_addresses_split,
+    category_label,
+    course_alert_addresses,
+    course_escalation_addresses,
+    flag_for_alert,
+    flags_escalation_due,
+    flags_for_banner,
+)
 from tutor.services import review_event_record
 
 logger = logging.getLogger(__name__)
@@ -37,9 +50,10 @@ ADDRESS = (
     r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(?:\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*"
     r"@(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+[A-Za-z](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
 )
-SEPARATORS = r"[\s,;]"
+SEPARATORS = ADDRESS_SEPARATORS
 # Addresses with separators between them, separators alone, or nothing (which clears them).
 ADDRESS_LIST = rf"{SEPARATORS}*{ADDRESS}(?:{SEPARATORS}+{ADDRESS})*{SEPARATORS}*|{SEPARATORS}*"
+ESCALATE_TASK = "tutor.tasks.flag_escalate"
 
 
 class InvalidAlertAddress(DomainError):
@@ -50,37 +64,12 @@ class InvalidAlertAddress(DomainError):
 # -- addresses --------------------------------------------------------------------------------------
 
 
-def _split(text: str) -> list[str]:
-    return list(dict.fromkeys(part for part in re.split(rf"{SEPARATORS}+", text.strip()) if part))
-
-
 def alert_addresses_parse(text: str) -> list[str]:
     """Addresses separated by commas, semicolons, spaces or new lines; each must be one."""
     if not re.fullmatch(ADDRESS_LIST, text):
-        bad = next((part for part in _split(text) if not re.fullmatch(ADDRESS, part)), text)
+        bad = next((part for part in alert_addresses_split(text) if not re.fullmatch(ADDRESS, part)), text)
         raise InvalidAlertAddress(f"{bad[:100]!r} is not an email address.", address=bad[:100])
-    return _split(text)
-
-
-def _addresses(course_id: int, field: str, deployment_wide: list[str]) -> list[str]:
-    own = TutorSettings.objects.filter(course_id=course_id).values_list(field, flat=True).first() or ""
-    # Read leniently: what is stored was validated when saved, and an alert must not fail on a read.
-    return list(dict.fromkeys([*_split(own), *deployment_wide]))
-
-
-def course_alert_addresses(*, course_id: int) -> list[str]:
-    return _addresses(course_id, "safety_alert_emails", settings.SAFETY_ALERT_EMAILS)
-
-
-def course_escalation_addresses(*, course_id: int) -> list[str]:
-    return _addresses(course_id, "safety_escalation_emails", settings.SAFETY_ADMIN_EMAILS)
-
-
-def alert_addresses_get(*, course_id: int) -> dict[str, str]:
-    """The course's own addresses, as its teachers and administrators set them."""
-    own = TutorSettings.objects.filter(course_id=course_id).values("safety_alert_emails", "safety_escalation_emails")
-    row = own.first() or {"safety_alert_emails": "", "safety_escalation_emails": ""}
-    return {"alert_emails": row["safety_alert_emails"], "escalation_emails": row["safety_escalation_emails"]}
+    return alert_addresses_split(text)
 
 
 @transaction.atomic
@@ -162,22 +151,16 @@ def flag_email_send(*, flag: Flag, kind: str, recipients: list[str]) -> FlagAler
     return FlagAlert.objects.create(flag=flag, kind=kind, status=FlagAlert.Status.SENT, recipients=recipients)
 
 
-def _flag_for_alert(flag_id: int) -> Flag | None:
-    return Flag.objects.select_related("course", "message", "conversation__person").filter(pk=flag_id).first()
-
-
 def flag_alerts_after_raise(*, flag_id: int) -> None:
     """Run once an urgent flag is committed: schedule its escalation, email the course's alert
     addresses. Neither may fail the student's request: a lost escalation task is made up for by
     the periodic sweep, a failed email is recorded and the banner still shows the flag."""
-    flag = _flag_for_alert(flag_id)
+    flag = flag_for_alert(flag_id=flag_id)
     if flag is None:
         return
     if flag.escalate_at is not None:
-        from tutor.tasks import flag_escalate as escalate_task
-
         try:
-            escalate_task.apply_async(args=[flag.id], eta=flag.escalate_at)
+            signature(ESCALATE_TASK, args=[flag.id]).apply_async(eta=flag.escalate_at)
         except Exception:
             logger.exception("urgent flag %s: the escalation task was not queued; the sweep will escalate it", flag.id)
     flag_email_send(flag=flag, kind=FlagAlert.Kind.EMAIL, recipients=course_alert_addresses(course_id=flag.course_id))
@@ -197,7 +180,7 @@ def flag_escalate(*, flag_id: int, now=None) -> bool:
     ).update(escalated_at=now)
     if not claimed:
         return False
-    flag = _flag_for_alert(flag_id)
+    flag = flag_for_alert(flag_id=flag_id)
     alert = flag_email_send(
         flag=flag, kind=FlagAlert.Kind.ESCALATION, recipients=course_escalation_addresses(course_id=flag.course_id)
     )
@@ -210,20 +193,19 @@ def flag_escalate(*, flag_id: int, now=None) -> bool:
 def flags_escalate_due(*, now=None) -> int:
     """The periodic sweep: escalates every flag due; returns how many it escalated."""
     now = now or timezone.now()
-    due = Flag.objects.filter(
-        urgent=True, state=FlagState.OPEN, escalated_at__isnull=True, escalate_at__lte=now
-    ).values_list("id", flat=True)
-    return sum(flag_escalate(flag_id=flag_id, now=now) for flag_id in list(due))
+    return sum(flag_escalate(flag_id=flag_id, now=now) for flag_id in flags_escalation_due(now=now))
 
 
 # -- banner -----------------------------------------------------------------------------------------
 
 
-def flag_banner_record(*, flags: list[Flag], person: Person) -> None:
-    """That a teacher's launch showed them these urgent flags."""
+def flag_banner_show(*, membership: Membership) -> list[Flag]:
+    """The urgent flags a teacher's (or administrator's) launch shows, recorded as shown to them."""
+    flags = flags_for_banner(course_id=membership.course_id)
     FlagAlert.objects.bulk_create(
         [
-            FlagAlert(flag=flag, kind=FlagAlert.Kind.BANNER, status=FlagAlert.Status.SHOWN, person=person)
+            FlagAlert(flag=flag, kind=FlagAlert.Kind.BANNER, status=FlagAlert.Status.SHOWN, person=membership.person)
             for flag in flags
         ]
     )
+    return flags

@@ -1,4 +1,5 @@
-"""Chat services: conversations, student messages, tutor replies (whole or streamed).
+"""Chat services (writes): conversations, student messages, tutor replies (whole or streamed).
+The reads they build on (the caller's conversation, the model's input) are tutor.selectors'.
 
 Nothing is lost: the student's message is committed before the model is
 called; the tutor's reply row exists from the first token and ends `complete`,
@@ -20,160 +21,28 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
-from serving.client import (
-    ModelServerUnavailable,
-    PromptSize,
-    chat_complete,
-    chat_stream,
-    model_for_course,
-    prompt_size,
-)
+from serving.client import ModelServerUnavailable, chat_complete, chat_stream, model_for_course
 from tutor import guardrails, scrubbing
 from tutor.auth import Launched
-from tutor.errors import DomainError, Forbidden, NotFound
+from tutor.errors import ChatModelUnavailable, DomainError, Forbidden, MessageTooLong, NothingToAnswer
 from tutor.flags import flag_raise
 from tutor.models import Conversation, Message, MessageStatus, Role, TutorSettings
-from tutor.prompts import system_prompt_for, system_prompt_record
+from tutor.prompts import system_prompt_record
+from tutor.selectors import (
+    message_fits_model,
+    prompt_fit,
+    student_reply_get,
+    system_prompt_get,
+    tutor_settings_get,
+    unanswered_student_message,
+)
 
 logger = logging.getLogger(__name__)
 Sender = Message.Sender
 
 
-class ChatModelUnavailable(DomainError):
-    code = "model_unavailable"
-    status = 503
-    title = "The tutor is not available right now"
-
-
-class NothingToAnswer(DomainError):
-    code = "nothing_to_answer"
-    status = 409
-
-
-class MessageTooLong(DomainError):
-    code = "message_too_long"
-    status = 400
-
-
-# -- selectors used by the services ------------------------------------------------------------
-
-
-def conversation_get(*, launched: Launched, conversation_id: int) -> Conversation:
-    """The caller's own conversation in the launched course; 404 for anyone else's."""
-    conversation = (
-        Conversation.objects.select_related("course")
-        .filter(pk=conversation_id, person_id=launched.membership.person_id, course_id=launched.course_id)
-        .first()
-    )
-    if conversation is None:
-        raise NotFound("No such conversation.")
-    return conversation
-
-
-def tutor_settings_get(*, course_id: int) -> TutorSettings:
-    tutor_settings, _ = TutorSettings.objects.get_or_create(course_id=course_id)
-    return tutor_settings
-
-
-def system_prompt_get(*, conversation: Conversation) -> str:
-    """The system prompt the conversation's next reply is generated under (the course's settings now)."""
-    return system_prompt_for(tutor_settings_get(course_id=conversation.course_id), course=conversation.course)
-
-
-def _history_rows(*, conversation: Conversation) -> list[Message]:
-    """The recent messages the model sees, oldest first: screened exchanges, failed replies and
-    empty rows stay out of the model's context."""
-    return list(
-        conversation.messages.exclude(status=MessageStatus.FAILED)
-        .filter(guardrail="")
-        .exclude(content="")
-        .order_by("-id")[: settings.CHAT_HISTORY_MESSAGES]
-    )[::-1]
-
-
-def _turns(rows: list[Message]) -> list[dict]:
-    """User/assistant alternation: consecutive student messages (after a failure) are joined into
-    one turn, and the history starts with a student turn."""
-    turns: list[dict] = []
-    for row in rows:
-        if turns and turns[-1]["role"] == row.sender:
-            turns[-1]["content"] += "\n\n" + row.content
-        else:
-            turns.append({"role": row.sender, "content": row.content})
-    while turns and turns[0]["role"] != Sender.STUDENT:
-        turns.pop(0)
-    return turns
-
-
-def prompt_messages(*, conversation: Conversation) -> list[dict]:
-    """System prompt + the recent history, before it is fitted to the model's context window."""
-    system = {"role": "system", "content": system_prompt_get(conversation=conversation)}
-    return [system, *_turns(_history_rows(conversation=conversation))]
-
-
-def prompt_fit(*, conversation: Conversation) -> list[dict]:
-    """The model's input for the next reply, within the served model's context window with room
-    for the reply: the oldest messages are dropped first, so no message (not even one stored
-    before lengths were counted in tokens) can break a conversation for good.
-
-    Raises ModelServerUnavailable when the model server cannot count, and PromptTooLong when the
-    newest student message alone does not fit."""
-    system = {"role": "system", "content": system_prompt_get(conversation=conversation)}
-    rows = _history_rows(conversation=conversation)
-    while True:
-        messages = [system, *_turns(rows)]
-        size = prompt_size(messages=messages)
-        if size.fits(reply_tokens=settings.MODEL_MAX_REPLY_TOKENS):
-            return messages
-        if len(rows) <= 1:
-            raise _too_long_for_model(size)
-        rows = rows[1:]
-
-
-def _too_long_for_model(size: PromptSize) -> MessageTooLong:
-    room = size.context_tokens - settings.MODEL_MAX_REPLY_TOKENS
-    return MessageTooLong(
-        f"Your message is too long for the tutor's model: with the tutor's instructions it comes to "
-        f"{size.tokens} tokens, and the model can read {room} while leaving room for its answer. "
-        "Emoji and some scripts count for several tokens each. Shorten it or split it in parts.",
-        tokens=size.tokens,
-        limit_tokens=room,
-    )
-
-
-def message_fits_model(*, conversation: Conversation, content: str) -> None:
-    """Refuses, before anything is stored, a message the served model cannot read with room for a
-    reply. A model server that cannot count now does not stop the message: it is stored, and the
-    reply (or its retry) measures the prompt again."""
-    messages = [
-        {"role": "system", "content": system_prompt_get(conversation=conversation)},
-        {"role": "user", "content": content},
-    ]
-    try:
-        size = prompt_size(messages=messages)
-    except ModelServerUnavailable:
-        return
-    if not size.fits(reply_tokens=settings.MODEL_MAX_REPLY_TOKENS):
-        raise _too_long_for_model(size)
-
-
-def unanswered_student_message(*, conversation: Conversation) -> Message | None:
-    last = conversation.messages.exclude(status=MessageStatus.FAILED).order_by("-id").first()
-    if last is not None and last.sender == Sender.STUDENT:
-        return last
-    return None
-
-
-def _scrubbed_fields(*, conversation: Conversation, text: str, message_id: int | None = None) -> dict:
-    """The scrubbed copy of a message, made before the row is written: the roster's names and
-    what was found in the conversation's other messages are removed too (tutor.scrubbing)."""
-    return scrubbing.message_scrubbed_fields(conversation=conversation, text=text, message_id=message_id)
-
-
-# -- services ---------------------------------------------------------------------------------------
-
-
 def conversation_start(*, launched: Launched) -> Conversation:
+    """A new, empty conversation of the caller in the launched course."""
     return Conversation.objects.create(
         course_id=launched.course_id, placement_id=launched.placement_id, person_id=launched.membership.person_id
     )
@@ -205,7 +74,7 @@ def message_post(*, conversation: Conversation, content: str) -> Posted:
     verdict = guardrails.screen_input(content, reply_language=reply_language)
     if verdict is None:  # a screened message is answered by the safe reply, never by the model
         message_fits_model(conversation=conversation, content=content)
-    scrubbed = _scrubbed_fields(conversation=conversation, text=content)
+    scrubbed = scrubbing.message_scrubbed_fields(conversation=conversation, text=content)
     system_prompt = system_prompt_get(conversation=conversation) if verdict else ""
     with transaction.atomic():
         return _message_store(
@@ -248,7 +117,7 @@ def _reply_finish(reply: Message, *, text: str, system_prompt: str, model_name: 
     reply_language = tutor_settings_get(course_id=reply.conversation.course_id).reply_language
     verdict = guardrails.screen_output(text, system_prompt=system_prompt, reply_language=reply_language)
     content = verdict.safe_reply if verdict else text
-    scrubbed = _scrubbed_fields(conversation=reply.conversation, text=content, message_id=reply.pk)
+    scrubbed = scrubbing.message_scrubbed_fields(conversation=reply.conversation, text=content, message_id=reply.pk)
     # Teachers read a flag's reason: the withheld reply goes in scrubbed, and scrubbed before
     # it is cut (a value cut in half would escape the scrubber).
     withheld = (
@@ -286,7 +155,7 @@ def _reply_finish(reply: Message, *, text: str, system_prompt: str, model_name: 
 
 
 def _reply_fail(reply: Message, *, text: str, status: str, error_code: str) -> None:
-    scrubbed = _scrubbed_fields(conversation=reply.conversation, text=text, message_id=reply.pk)
+    scrubbed = scrubbing.message_scrubbed_fields(conversation=reply.conversation, text=text, message_id=reply.pk)
     reply.content = text
     reply.content_scrubbed, reply.pii_found = scrubbed["content_scrubbed"], scrubbed["pii_found"]
     reply.status = status
@@ -329,15 +198,20 @@ def reply_generate(*, conversation: Conversation) -> Message:
     return _reply_finish(reply, text=answer.content, system_prompt=system_prompt, model_name=answer.model)
 
 
-async def reply_stream(*, conversation: Conversation) -> AsyncIterator[dict]:
-    """The tutor's reply as events: start, token…, then done | replaced | error.
+def reply_stream(*, conversation: Conversation) -> AsyncIterator[dict]:
+    """The tutor's reply as events: start, token…, then done {reply: the Message} | replaced | error.
+    Refuses at once (before any event) when no student message waits for an answer.
 
     Every accumulated text is screened before the next piece is sent; if a rule trips,
     the piece is withheld and a `replaced` event swaps the shown text for the safe reply.
     """
-    student_message = await sync_to_async(unanswered_student_message)(conversation=conversation)
+    student_message = unanswered_student_message(conversation=conversation)
     if student_message is None:
         raise NothingToAnswer("There is no student message waiting for an answer.")
+    return _reply_events(conversation=conversation, student_message=student_message)
+
+
+async def _reply_events(*, conversation: Conversation, student_message: Message) -> AsyncIterator[dict]:
     system_prompt, reply = await sync_to_async(reply_open)(conversation=conversation)
     yield {"event": "start", "reply_id": reply.id, "message_id": student_message.id}
     parts: list[str] = []
@@ -373,45 +247,24 @@ async def reply_stream(*, conversation: Conversation) -> AsyncIterator[dict]:
     )
     if reply.guardrail:
         yield {"event": "replaced", "text": reply.content}
-    yield {"event": "done", "reply": message_payload(reply)}
+    yield {"event": "done", "reply": reply}
 
 
 def message_rate(*, launched: Launched, message_id: int, value: int) -> Message:
     """A student's thumbs up (+1) / down (-1) on a tutor reply in their own conversation; 0 clears it."""
-    message = (
-        Message.objects.filter(
-            pk=message_id,
-            sender=Sender.TUTOR,
-            conversation__person_id=launched.membership.person_id,
-            conversation__course_id=launched.course_id,
-        )
-        .select_related("conversation")
-        .first()
-    )
-    if message is None:
-        raise NotFound("No such tutor reply.")
+    message = student_reply_get(launched=launched, message_id=message_id)
     message.student_rating = value or None
     message.save(update_fields=["student_rating"])
     return message
 
 
+@transaction.atomic
 def tutor_settings_update(*, launched: Launched, **fields) -> TutorSettings:
+    """A teacher or admin changes the launched course's tutor (the fields of TutorSettingsIO)."""
     if launched.role not in {Role.TEACHER, Role.ADMIN}:
         raise Forbidden("Only the course's teachers can change its tutor.")
-    tutor_settings = tutor_settings_get(course_id=launched.course_id)
+    tutor_settings, _ = TutorSettings.objects.select_for_update().get_or_create(course_id=launched.course_id)
     for name, value in fields.items():
         setattr(tutor_settings, name, value)
     tutor_settings.save()
     return tutor_settings
-
-
-def message_payload(message: Message) -> dict:
-    return {
-        "id": message.id,
-        "role": message.sender,
-        "content": message.content,
-        "status": message.status,
-        "screened": bool(message.guardrail),
-        "rating": message.student_rating,
-        "created_at": message.created_at.isoformat(),
-    }

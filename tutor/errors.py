@@ -61,6 +61,25 @@ class Forbidden(DomainError):
     title = "Not allowed"
 
 
+# -- the chat's refusals (raised by tutor.chat and tutor.selectors) ------------------------------------
+
+
+class ChatModelUnavailable(DomainError):
+    code = "model_unavailable"
+    status = 503
+    title = "The tutor is not available right now"
+
+
+class NothingToAnswer(DomainError):
+    code = "nothing_to_answer"
+    status = 409
+
+
+class MessageTooLong(DomainError):
+    code = "message_too_long"
+    status = 400
+
+
 class DatabaseBusy(DomainError):
     """The database could not answer in time (SQLite's write lock, a lost connection): nothing of
     the request was written (its transaction rolled back), so the same request can be sent again."""

@@ -1,4 +1,6 @@
-"""Flags: raised on a message (by a guardrail or a teacher), triaged by the course's teachers.
+"""Flag services (writes): a flag raised on a message (by a guardrail or a teacher), triaged by
+the course's teachers. The queue's reads, the categories' labels and the filters are
+tutor.selectors'.
 
 A flag is `open` until a teacher acknowledges it (`acknowledged`: someone is on it) and then
 resolves it (`resolved`); a resolved flag can be reopened. Every action carries an optional note
@@ -9,52 +11,29 @@ Urgent flags (self-harm, abuse) alert people (tutor.alerts): on commit, an email
 alert addresses; a banner on every teacher launch until resolved; and, when nobody acknowledges
 the flag within SAFETY_ESCALATE_AFTER_MINUTES, an email to the administrators.
 
-"Unresolved" (open or acknowledged) is what the review overview's "open flags" counter, the
-review list's `flagged` filter and the safety queue's default view all count.
+"Unresolved" (open or acknowledged, `UNRESOLVED_FLAG_STATES`) is what the review overview's "open
+flags" counter, the review list's `flagged` filter and the safety queue's default view all count.
 """
 
 from __future__ import annotations
 
 import logging
-import re
-from dataclasses import dataclass
 from datetime import timedelta
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import Count, Prefetch, Q, QuerySet
 from django.utils import timezone
 
-from tutor import scrubbing
+from tutor import alerts, scrubbing
 from tutor.errors import DomainError, NotFound
-from tutor.models import Flag, FlagAction, FlagAlert, FlagState, Membership, Message, Person
+from tutor.models import UNRESOLVED_FLAG_STATES, Flag, FlagAction, FlagState, Membership, Message, Person
+from tutor.selectors import category_urgent
 from tutor.services import review_event_record
 
 logger = logging.getLogger(__name__)
 
 
-def category_urgent(category: str) -> bool:
-    """Whether a flag of this category needs an adult now (SAFETY_URGENT_CATEGORIES: self-harm and
-    abuse by default). The guardrails' verdicts say so themselves; this serves flags raised
-    without one (a teacher's flag on a reply)."""
-    return category in {name.strip() for name in settings.SAFETY_URGENT_CATEGORIES.split(",") if name.strip()}
-
-
-UNRESOLVED = (FlagState.OPEN, FlagState.ACKNOWLEDGED)
 NOTE_MAX_CHARS = 2000
-
-CATEGORY_LABELS = {
-    "self_harm": "Possible self-harm",
-    "abuse": "Possible abuse or bullying",
-    "prompt_injection": "Tried to override the tutor's instructions",
-    "instructions_leak": "Tutor reply repeated its instructions",
-    "unsafe_output": "Tutor reply with unsafe content",
-    "teacher": "Flagged by a teacher",
-}
-
-
-def category_label(category: str) -> str:
-    return CATEGORY_LABELS.get(category, category.replace("_", " ").capitalize())
 
 
 class FlagStateConflict(DomainError):
@@ -94,8 +73,6 @@ def flag_raise(
         flag.escalate_at = flag.created_at + timedelta(minutes=delay)
         flag.save(update_fields=["escalate_at"])
     if urgent:
-        from tutor import alerts
-
         transaction.on_commit(lambda: alerts.flag_alerts_after_raise(flag_id=flag.id), robust=True)
     return flag
 
@@ -106,7 +83,7 @@ Action = FlagAction.Action
 # action → (the states it applies to, the state it leaves; None: unchanged)
 TRANSITIONS: dict[str, tuple[frozenset[str], str | None]] = {
     Action.ACKNOWLEDGE: (frozenset({FlagState.OPEN}), FlagState.ACKNOWLEDGED),
-    Action.RESOLVE: (frozenset(UNRESOLVED), FlagState.RESOLVED),
+    Action.RESOLVE: (frozenset(UNRESOLVED_FLAG_STATES), FlagState.RESOLVED),
     # Whoever reopens a flag has seen it: it comes back acknowledged, and never escalates again.
     Action.REOPEN: (frozenset({FlagState.RESOLVED}), FlagState.ACKNOWLEDGED),
     Action.NOTE: (frozenset(FlagState.values), None),
@@ -145,7 +122,7 @@ def flags_resolve_for_message(*, reviewer: Membership, message: Message, note: s
     unresolved = list(
         Flag.objects.select_for_update(of=("self",))
         .select_related("conversation")
-        .filter(message=message, course_id=reviewer.course_id, state__in=UNRESOLVED)
+        .filter(message=message, course_id=reviewer.course_id, state__in=UNRESOLVED_FLAG_STATES)
     )
     for flag in unresolved:
         _transition(
@@ -190,76 +167,3 @@ def flag_act(*, reviewer: Membership, flag_id: int, action: str, note: str = "")
         state=flag.state,
     )
     return flag
-
-
-# -- reads ------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class FlagFilters:
-    state: str = "unresolved"  # a key of STATE_FILTERS
-    category: str = ""
-    urgent: bool | None = None
-
-
-CATEGORY_PATTERN = re.compile(r"[a-z0-9_]{1,64}")
-
-STATE_FILTERS: dict[str, tuple[str, ...] | None] = {
-    "unresolved": UNRESOLVED,
-    FlagState.OPEN: (FlagState.OPEN,),
-    FlagState.ACKNOWLEDGED: (FlagState.ACKNOWLEDGED,),
-    FlagState.RESOLVED: (FlagState.RESOLVED,),
-    "all": None,
-}
-
-
-def flags_unresolved(*, course_id: int) -> QuerySet[Flag]:
-    return Flag.objects.filter(course_id=course_id, state__in=UNRESOLVED)
-
-
-def flag_queue(*, course_id: int, filters: FlagFilters) -> QuerySet[Flag]:
-    """The course's flags for the safety queue, urgent first, newest first."""
-    flags = Flag.objects.filter(course_id=course_id)
-    states = STATE_FILTERS.get(filters.state, UNRESOLVED)
-    if states is not None:
-        flags = flags.filter(state__in=states)
-    if filters.category:
-        flags = flags.filter(category=filters.category)
-    if filters.urgent is not None:
-        flags = flags.filter(urgent=filters.urgent)
-    return (
-        flags.select_related("message", "conversation__person")
-        .prefetch_related(
-            Prefetch("actions", queryset=FlagAction.objects.select_related("actor")),
-            Prefetch("alerts", queryset=FlagAlert.objects.exclude(kind=FlagAlert.Kind.BANNER)),
-        )
-        .annotate(banner_views=Count("alerts", filter=Q(alerts__kind=FlagAlert.Kind.BANNER)))
-        .order_by("-urgent", "-created_at", "-id")
-    )
-
-
-def flag_one(*, course_id: int, flag_id: int) -> Flag:
-    flag = flag_queue(course_id=course_id, filters=FlagFilters(state="all")).filter(pk=flag_id).first()
-    if flag is None:
-        raise NotFound("No such flag in this course.")
-    return flag
-
-
-def flag_counts(*, course_id: int) -> dict[str, int]:
-    """Flags per state, and `unresolved` (open + acknowledged): the overview's "open flags"."""
-    per_state = dict(
-        Flag.objects.filter(course_id=course_id).values_list("state").annotate(n=Count("id")).values_list("state", "n")
-    )
-    counts = {state: per_state.get(state, 0) for state in FlagState.values}
-    counts["unresolved"] = sum(counts[state] for state in UNRESOLVED)
-    counts["all"] = sum(per_state.values())
-    return counts
-
-
-def flag_categories(*, course_id: int) -> list[str]:
-    return sorted(set(Flag.objects.filter(course_id=course_id).values_list("category", flat=True)))
-
-
-def flags_for_banner(*, course_id: int) -> list[Flag]:
-    """The urgent flags nobody has resolved yet: the banner of every teacher launch."""
-    return list(flags_unresolved(course_id=course_id).filter(urgent=True).order_by("created_at", "id"))

@@ -233,6 +233,11 @@ class FlagState(models.TextChoices):
     RESOLVED = "resolved", "Resolved"
 
 
+# "Unresolved" is what the review overview's "open flags" counter, the review list's `flagged`
+# filter and the safety queue's default view all count.
+UNRESOLVED_FLAG_STATES = (FlagState.OPEN, FlagState.ACKNOWLEDGED)
+
+
 class Flag(models.Model):
     """Something a course's teachers should look at (raised by guardrails or people), triaged
     open → acknowledged → resolved (tutor.flags)."""

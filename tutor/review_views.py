@@ -6,8 +6,10 @@
 
 They open in a tab of their own (not framed by the LMS). Authentication is the launched
 session, which ends with the launch token it was made from; a teacher of course A asking for
-course B gets 404, a student 403. Every write goes through tutor.review's services (recorded
-with who and when).
+course B gets 404, a student 403 (tutor.access.review_page). Reads come from tutor.selectors,
+every write goes through a service (recorded with who and when); the filters are read by the
+API's own filter serializer (a bad one is shown as an error page), and notices travel as
+django.contrib.messages.
 
 The launch token reaches /review/enter/ in a POST body, never in a URL: access logs, browser
 history and Referer headers keep URLs, and the token opens a teacher's review.
@@ -15,7 +17,6 @@ history and Referer headers keep URLs, and the token opens a teacher's review.
 
 from __future__ import annotations
 
-from datetime import date
 from urllib.parse import urlsplit
 
 from django.conf import settings
@@ -25,11 +26,12 @@ from django.urls import reverse
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
-from tutor import review
-from tutor.access import page_reviewer, reviewer_get
+from tutor import review, selectors
+from tutor.access import review_page, reviewer_get
 from tutor.auth import launch_session_enter, launch_token_read
 from tutor.errors import DomainError
-from tutor.models import FlagState, ReviewDecision
+from tutor.models import FlagState, Membership, ReviewDecision, Role
+from tutor.serializers import ConversationFiltersIn
 from tutor.services import training_consent_set
 
 RATING_LABELS = [
@@ -44,13 +46,6 @@ class ReviewEntryRefused(DomainError):
     code = "review_entry_refused"
     status = 403
     title = "The review could not be opened"
-
-
-def _date(value: str | None) -> date | None:
-    try:
-        return date.fromisoformat(value) if value else None
-    except ValueError:
-        return None
 
 
 def _tristate(value: str | None) -> bool | None:
@@ -82,18 +77,10 @@ def review_enter(request: HttpRequest) -> HttpResponse:
 
 
 @require_GET
-def review_course(request: HttpRequest, course_id: int) -> HttpResponse:
-    reviewer = page_reviewer(request, course_id=course_id)
-    filters = review.ConversationFilters(
-        flagged=request.GET.get("flagged") == "1",
-        unreviewed=request.GET.get("unreviewed") == "1",
-        rated_down=request.GET.get("rated_down") == "1",
-        since=_date(request.GET.get("since")),
-        until=_date(request.GET.get("until")),
-    )
-    from tutor.chat import tutor_settings_get
-
-    names = review.student_names(course_id=course_id)
+@review_page()
+def review_course(request: HttpRequest, course_id: int, *, reviewer: Membership) -> HttpResponse:
+    filters = ConversationFiltersIn.read(request.GET, form=True)
+    names = selectors.student_names(course_id=course_id)
     return render(
         request,
         "tutor/review/course.html",
@@ -101,24 +88,25 @@ def review_course(request: HttpRequest, course_id: int) -> HttpResponse:
             "tool_title": settings.TOOL_TITLE,
             "course": reviewer.course,
             "reviewer": reviewer,
-            "is_admin": reviewer.role == "admin",
+            "is_admin": reviewer.role == Role.ADMIN,
             "filters": filters,
             "rows": [
                 (conversation, names.get(conversation.person_id, ""))
-                for conversation in review.review_conversations(course_id=course_id, filters=filters)[:200]
+                for conversation in selectors.review_conversations(course_id=course_id, filters=filters)[:200]
             ],
-            "overview": review.course_overview(course_id=course_id),
-            "tutor_settings": tutor_settings_get(course_id=course_id),
-            "exports": reviewer.course.dataset_exports.order_by("-id")[:10],
-            "notice": request.GET.get("notice", ""),
+            "overview": selectors.course_overview(course_id=course_id),
+            "tutor_settings": selectors.tutor_settings_get(course_id=course_id),
+            "exports": selectors.course_exports_recent(course=reviewer.course),
         },
     )
 
 
 @require_GET
-def review_conversation(request: HttpRequest, course_id: int, conversation_id: int) -> HttpResponse:
-    reviewer = page_reviewer(request, course_id=course_id)
-    conversation = review.review_conversation_get(course_id=course_id, conversation_id=conversation_id)
+@review_page()
+def review_conversation(
+    request: HttpRequest, course_id: int, conversation_id: int, *, reviewer: Membership
+) -> HttpResponse:
+    conversation = selectors.review_conversation_get(course_id=course_id, conversation_id=conversation_id)
     return render(
         request,
         "tutor/review/conversation.html",
@@ -126,7 +114,7 @@ def review_conversation(request: HttpRequest, course_id: int, conversation_id: i
             "tool_title": settings.TOOL_TITLE,
             "course": reviewer.course,
             "conversation": conversation,
-            "student_name": review.student_names(course_id=course_id).get(conversation.person_id, ""),
+            "student_name": selectors.student_names(course_id=course_id).get(conversation.person_id, ""),
             "items": [
                 {
                     "message": message,
@@ -136,16 +124,16 @@ def review_conversation(request: HttpRequest, course_id: int, conversation_id: i
                     ],
                     "flagged": any(flag.state != FlagState.RESOLVED for flag in message.flags.all()),
                 }
-                for message in review.review_messages(conversation=conversation)
+                for message in selectors.review_messages(conversation=conversation)
             ],
         },
     )
 
 
 @require_POST
-def review_reply(request: HttpRequest, course_id: int, message_id: int) -> HttpResponse:
+@review_page()
+def review_reply(request: HttpRequest, course_id: int, message_id: int, *, reviewer: Membership) -> HttpResponse:
     """One form per tutor reply: save ratings and correction, then approve/reject/flag."""
-    reviewer = page_reviewer(request, course_id=course_id)
     action = request.POST.get("action", "save")
     if action in {"flag", "unflag"}:
         message = review.message_flag_set(
@@ -171,7 +159,7 @@ def review_reply(request: HttpRequest, course_id: int, message_id: int) -> HttpR
 
 
 @require_POST
-def review_training_consent(request: HttpRequest, course_id: int) -> HttpResponse:
-    reviewer = page_reviewer(request, course_id=course_id)
+@review_page()
+def review_training_consent(request: HttpRequest, course_id: int, *, reviewer: Membership) -> HttpResponse:
     training_consent_set(course=reviewer.course, actor=reviewer, allowed=request.POST.get("allowed") == "1")
     return HttpResponseRedirect(reverse("review-course", args=[course_id]))

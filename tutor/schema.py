@@ -8,6 +8,8 @@ from drf_spectacular.extensions import OpenApiAuthenticationExtension, OpenApiSe
 from drf_spectacular.openapi import AutoSchema
 from rest_framework import serializers
 
+from tutor.parsers import StrictInputSerializer
+
 
 class LaunchTokenScheme(OpenApiAuthenticationExtension):
     target_class = "tutor.auth.LaunchTokenAuthentication"
@@ -33,7 +35,7 @@ class MessageContentScheme(OpenApiSerializerFieldExtension):
     """A student's message as the chat service takes it (read when the schema is generated, so it
     follows CHAT_MAX_MESSAGE_CHARS)."""
 
-    target_class = "tutor.api.MessageContentField"
+    target_class = "tutor.serializers.MessageContentField"
 
     def map_serializer_field(self, auto_schema, direction):
         return {
@@ -50,7 +52,7 @@ class MessageContentScheme(OpenApiSerializerFieldExtension):
 class PatternTextScheme(OpenApiSerializerFieldExtension):
     """A PatternTextField (safety alert addresses, a teacher's note): the very pattern it checks."""
 
-    target_class = "tutor.api.PatternTextField"
+    target_class = "tutor.serializers.PatternTextField"
     match_subclasses = True
 
     def map_serializer_field(self, auto_schema, direction):
@@ -98,8 +100,6 @@ class TutorAutoSchema(AutoSchema):
 
     def _map_basic_serializer(self, serializer, direction):
         schema = super()._map_basic_serializer(serializer, direction)
-        from tutor.parsers import StrictInputSerializer
-
         if direction == "request" and isinstance(serializer, StrictInputSerializer):
             schema["additionalProperties"] = False  # unknown fields are refused (tutor/parsers.py)
         return schema

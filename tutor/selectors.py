@@ -1,14 +1,49 @@
-"""Reads of the tutor app."""
+"""Every read of the tutor app, in one module (the writes are its services: tutor.services,
+tutor.chat, tutor.review, tutor.flags, tutor.alerts).
+
+Selectors are keyword-only and typed, never write, and import no service, task or view. A lookup
+the caller is not allowed to see raises the error contract's NotFound (404), so views and services
+call them without checking again. Sections: the course and its people; chat (the model's input);
+review; flags; alerts.
+"""
 
 from __future__ import annotations
 
+import re
+from dataclasses import dataclass
+from datetime import date, timedelta
+
+from django.conf import settings
+from django.db.models import Count, Exists, OuterRef, Prefetch, Q, QuerySet
+from django.db.models.functions import TruncWeek
+from django.utils import timezone
+
+from serving.client import ModelServerUnavailable, PromptSize, prompt_size
 from tutor.auth import Launched
+from tutor.errors import MessageTooLong, NotFound
+from tutor.models import (
+    UNRESOLVED_FLAG_STATES,
+    Conversation,
+    Course,
+    Flag,
+    FlagAction,
+    FlagAlert,
+    FlagState,
+    MemberName,
+    Message,
+    MessageStatus,
+    ReviewDecision,
+    TutorSettings,
+)
+from tutor.prompts import system_prompt_for
+
+Sender = Message.Sender
+
+# -- the course and its people -----------------------------------------------------------------------
 
 
 def launched_profile(*, launched: Launched) -> dict:
     """What the launched page shows about the caller: role and course, no personal data."""
-    from tutor.models import TutorSettings
-
     course = launched.membership.course
     consent = TutorSettings.objects.filter(course=course).values_list("training_consent", flat=True).first()
     return {
@@ -21,11 +56,396 @@ def launched_profile(*, launched: Launched) -> dict:
 
 def course_roster_names(*, course_id: int) -> list[str]:
     """Every name the LMS gave for this course's members: the scrubber's deny-list."""
-    from tutor.models import MemberName
-
     names: list[str] = []
     for member in MemberName.objects.filter(membership__course_id=course_id).only(
         "full_name", "given_name", "family_name"
     ):
         names.extend(member.names)
     return names
+
+
+def student_names(*, course_id: int) -> dict[int, str]:
+    """person id → the name the LMS sent, for teachers' screens (REVIEW_SHOW_NAMES)."""
+    if not settings.REVIEW_SHOW_NAMES:
+        return {}
+    return {
+        name.membership.person_id: str(name)
+        for name in MemberName.objects.filter(membership__course_id=course_id).select_related("membership")
+    }
+
+
+def tutor_settings_get(*, course_id: int) -> TutorSettings:
+    """The course's tutor settings; the defaults (unsaved) until a teacher or a consent saves them."""
+    return TutorSettings.objects.filter(course_id=course_id).first() or TutorSettings(course_id=course_id)
+
+
+def course_exports_recent(*, course: Course, limit: int = 10) -> QuerySet:
+    """The course's latest dataset exports (the training app's rows, read through the relation it
+    declares, so tutor imports nothing of training)."""
+    return course.dataset_exports.order_by("-id")[:limit]
+
+
+# -- chat: conversations and the model's input --------------------------------------------------------
+
+
+def conversation_get(*, launched: Launched, conversation_id: int) -> Conversation:
+    """The caller's own conversation in the launched course; 404 for anyone else's."""
+    conversation = (
+        Conversation.objects.select_related("course")
+        .filter(pk=conversation_id, person_id=launched.membership.person_id, course_id=launched.course_id)
+        .first()
+    )
+    if conversation is None:
+        raise NotFound("No such conversation.")
+    return conversation
+
+
+def conversations_list(*, launched: Launched) -> QuerySet[Conversation]:
+    """The caller's conversations in the launched course, latest first."""
+    return Conversation.objects.filter(person_id=launched.membership.person_id, course_id=launched.course_id).order_by(
+        "-updated_at"
+    )
+
+
+def unanswered_student_message(*, conversation: Conversation) -> Message | None:
+    last = conversation.messages.exclude(status=MessageStatus.FAILED).order_by("-id").first()
+    if last is not None and last.sender == Sender.STUDENT:
+        return last
+    return None
+
+
+def system_prompt_get(*, conversation: Conversation) -> str:
+    """The system prompt the conversation's next reply is generated under (the course's settings now)."""
+    return system_prompt_for(tutor_settings_get(course_id=conversation.course_id), course=conversation.course)
+
+
+def _history_rows(*, conversation: Conversation) -> list[Message]:
+    """The recent messages the model sees, oldest first: screened exchanges, failed replies and
+    empty rows stay out of the model's context."""
+    return list(
+        conversation.messages.exclude(status=MessageStatus.FAILED)
+        .filter(guardrail="")
+        .exclude(content="")
+        .order_by("-id")[: settings.CHAT_HISTORY_MESSAGES]
+    )[::-1]
+
+
+def _turns(rows: list[Message]) -> list[dict]:
+    """User/assistant alternation: consecutive student messages (after a failure) are joined into
+    one turn, and the history starts with a student turn."""
+    turns: list[dict] = []
+    for row in rows:
+        if turns and turns[-1]["role"] == row.sender:
+            turns[-1]["content"] += "\n\n" + row.content
+        else:
+            turns.append({"role": row.sender, "content": row.content})
+    while turns and turns[0]["role"] != Sender.STUDENT:
+        turns.pop(0)
+    return turns
+
+
+def prompt_messages(*, conversation: Conversation) -> list[dict]:
+    """System prompt + the recent history, before it is fitted to the model's context window."""
+    system = {"role": "system", "content": system_prompt_get(conversation=conversation)}
+    return [system, *_turns(_history_rows(conversation=conversation))]
+
+
+def prompt_fit(*, conversation: Conversation) -> list[dict]:
+    """The model's input for the next reply, within the served model's context window with room
+    for the reply: the oldest messages are dropped first, so no message (not even one stored
+    before lengths were counted in tokens) can break a conversation for good.
+
+    Raises ModelServerUnavailable when the model server cannot count, and MessageTooLong when the
+    newest student message alone does not fit."""
+    system = {"role": "system", "content": system_prompt_get(conversation=conversation)}
+    rows = _history_rows(conversation=conversation)
+    while True:
+        messages = [system, *_turns(rows)]
+        size = prompt_size(messages=messages)
+        if size.fits(reply_tokens=settings.MODEL_MAX_REPLY_TOKENS):
+            return messages
+        if len(rows) <= 1:
+            raise _too_long_for_model(size)
+        rows = rows[1:]
+
+
+def _too_long_for_model(size: PromptSize) -> MessageTooLong:
+    room = size.context_tokens - settings.MODEL_MAX_REPLY_TOKENS
+    return MessageTooLong(
+        f"Your message is too long for the tutor's model: with the tutor's instructions it comes to "
+        f"{size.tokens} tokens, and the model can read {room} while leaving room for its answer. "
+        "Emoji and some scripts count for several tokens each. Shorten it or split it in parts.",
+        tokens=size.tokens,
+        limit_tokens=room,
+    )
+
+
+def message_fits_model(*, conversation: Conversation, content: str) -> None:
+    """Refuses, before anything is stored, a message the served model cannot read with room for a
+    reply. A model server that cannot count now does not stop the message: it is stored, and the
+    reply (or its retry) measures the prompt again."""
+    messages = [
+        {"role": "system", "content": system_prompt_get(conversation=conversation)},
+        {"role": "user", "content": content},
+    ]
+    try:
+        size = prompt_size(messages=messages)
+    except ModelServerUnavailable:
+        return
+    if not size.fits(reply_tokens=settings.MODEL_MAX_REPLY_TOKENS):
+        raise _too_long_for_model(size)
+
+
+def student_reply_get(*, launched: Launched, message_id: int) -> Message:
+    """A tutor reply in one of the caller's own conversations in the launched course."""
+    message = (
+        Message.objects.filter(
+            pk=message_id,
+            sender=Sender.TUTOR,
+            conversation__person_id=launched.membership.person_id,
+            conversation__course_id=launched.course_id,
+        )
+        .select_related("conversation")
+        .first()
+    )
+    if message is None:
+        raise NotFound("No such tutor reply.")
+    return message
+
+
+# -- review -------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ConversationFilters:
+    flagged: bool = False
+    unreviewed: bool = False
+    rated_down: bool = False
+    since: date | None = None
+    until: date | None = None
+
+
+def review_conversations(*, course_id: int, filters: ConversationFilters) -> QuerySet[Conversation]:
+    replies = Message.objects.filter(conversation=OuterRef("pk"), sender=Sender.TUTOR)
+    conversations = Conversation.objects.filter(course_id=course_id).annotate(
+        reply_count=Count("messages", filter=Q(messages__sender=Sender.TUTOR), distinct=True),
+        open_flags=Count("flags", filter=Q(flags__state__in=UNRESOLVED_FLAG_STATES), distinct=True),
+        approved=Count("messages", filter=Q(messages__review__decision=ReviewDecision.APPROVED), distinct=True),
+        has_unreviewed=Exists(
+            replies.filter(status=MessageStatus.COMPLETE, guardrail="").exclude(
+                review__decision__in=[ReviewDecision.APPROVED, ReviewDecision.REJECTED]
+            )
+        ),
+        has_rated_down=Exists(replies.filter(student_rating=-1)),
+    )
+    if filters.flagged:
+        conversations = conversations.filter(open_flags__gt=0)
+    if filters.unreviewed:
+        conversations = conversations.filter(has_unreviewed=True)
+    if filters.rated_down:
+        conversations = conversations.filter(has_rated_down=True)
+    if filters.since:
+        conversations = conversations.filter(updated_at__date__gte=filters.since)
+    if filters.until:
+        conversations = conversations.filter(updated_at__date__lte=filters.until)
+    return conversations.select_related("person").order_by("-updated_at")
+
+
+def review_conversation_get(*, course_id: int, conversation_id: int) -> Conversation:
+    conversation = Conversation.objects.filter(pk=conversation_id, course_id=course_id).first()
+    if conversation is None:
+        raise NotFound("No such conversation in this course.")
+    return conversation
+
+
+def review_messages(*, conversation: Conversation) -> list[Message]:
+    return list(conversation.messages.select_related("review").prefetch_related("flags").order_by("id"))
+
+
+def review_message_get(*, course_id: int, message_id: int) -> Message:
+    """A message of the course as the review screens show it (its review and flags loaded)."""
+    message = (
+        Message.objects.select_related("review", "conversation")
+        .prefetch_related("flags")
+        .filter(pk=message_id, conversation__course_id=course_id)
+        .first()
+    )
+    if message is None:
+        raise NotFound("No such message in this course.")
+    return message
+
+
+def review_reply_get(*, course_id: int, message_id: int) -> Message:
+    """A tutor reply of the course, the one a teacher rates, corrects or approves."""
+    message = (
+        Message.objects.select_related("conversation")
+        .filter(pk=message_id, sender=Sender.TUTOR, conversation__course_id=course_id)
+        .first()
+    )
+    if message is None:
+        raise NotFound("No such tutor reply in this course.")
+    return message
+
+
+def course_overview(*, course_id: int, weeks: int = 8) -> dict:
+    """Conversations per week, the share of replies rated helpful, open flags, review progress."""
+    since = timezone.now() - timedelta(weeks=weeks)
+    per_week = (
+        Conversation.objects.filter(course_id=course_id, created_at__gte=since)
+        .annotate(week=TruncWeek("created_at"))
+        .values("week")
+        .annotate(count=Count("id"))
+        .order_by("week")
+    )
+    replies = Message.objects.filter(conversation__course_id=course_id, sender=Sender.TUTOR)
+    teacher_rated = replies.filter(review__helpful__isnull=False)
+    student_rated = replies.filter(student_rating__isnull=False)
+
+    def share(queryset, condition: Q) -> float | None:
+        total = queryset.count()
+        return round(100 * queryset.filter(condition).count() / total) if total else None
+
+    return {
+        "per_week": [{"week": row["week"].date(), "count": row["count"]} for row in per_week],
+        "conversations": Conversation.objects.filter(course_id=course_id).count(),
+        "replies": replies.count(),
+        "helpful_teacher_pct": share(teacher_rated, Q(review__helpful=True)),
+        "helpful_student_pct": share(student_rated, Q(student_rating=1)),
+        "open_flags": flags_unresolved(course_id=course_id).count(),  # what the safety queue lists
+        "approved": replies.filter(review__decision=ReviewDecision.APPROVED).count(),
+        "corrected": replies.filter(review__decision=ReviewDecision.APPROVED).exclude(review__correction="").count(),
+        "rejected": replies.filter(review__decision=ReviewDecision.REJECTED).count(),
+    }
+
+
+# -- flags --------------------------------------------------------------------------------------------
+
+CATEGORY_LABELS = {
+    "self_harm": "Possible self-harm",
+    "abuse": "Possible abuse or bullying",
+    "prompt_injection": "Tried to override the tutor's instructions",
+    "instructions_leak": "Tutor reply repeated its instructions",
+    "unsafe_output": "Tutor reply with unsafe content",
+    "teacher": "Flagged by a teacher",
+}
+
+CATEGORY_PATTERN = re.compile(r"[a-z0-9_]{1,64}")
+
+STATE_FILTERS: dict[str, tuple[str, ...] | None] = {
+    "unresolved": UNRESOLVED_FLAG_STATES,
+    FlagState.OPEN: (FlagState.OPEN,),
+    FlagState.ACKNOWLEDGED: (FlagState.ACKNOWLEDGED,),
+    FlagState.RESOLVED: (FlagState.RESOLVED,),
+    "all": None,
+}
+
+
+def category_label(category: str) -> str:
+    return CATEGORY_LABELS.get(category, category.replace("_", " ").capitalize())
+
+
+def category_urgent(category: str) -> bool:
+    """Whether a flag of this category needs an adult now (SAFETY_URGENT_CATEGORIES: self-harm and
+    abuse by default). The guardrails' verdicts say so themselves; this serves flags raised
+    without one (a teacher's flag on a reply)."""
+    return category in {name.strip() for name in settings.SAFETY_URGENT_CATEGORIES.split(",") if name.strip()}
+
+
+@dataclass(frozen=True)
+class FlagFilters:
+    state: str = "unresolved"  # a key of STATE_FILTERS
+    category: str = ""
+    urgent: bool | None = None
+
+
+def flags_unresolved(*, course_id: int) -> QuerySet[Flag]:
+    return Flag.objects.filter(course_id=course_id, state__in=UNRESOLVED_FLAG_STATES)
+
+
+def flag_queue(*, course_id: int, filters: FlagFilters) -> QuerySet[Flag]:
+    """The course's flags for the safety queue, urgent first, newest first."""
+    flags = Flag.objects.filter(course_id=course_id)
+    states = STATE_FILTERS.get(filters.state, UNRESOLVED_FLAG_STATES)
+    if states is not None:
+        flags = flags.filter(state__in=states)
+    if filters.category:
+        flags = flags.filter(category=filters.category)
+    if filters.urgent is not None:
+        flags = flags.filter(urgent=filters.urgent)
+    return (
+        flags.select_related("message", "conversation__person")
+        .prefetch_related(
+            Prefetch("actions", queryset=FlagAction.objects.select_related("actor")),
+            Prefetch("alerts", queryset=FlagAlert.objects.exclude(kind=FlagAlert.Kind.BANNER)),
+        )
+        .annotate(banner_views=Count("alerts", filter=Q(alerts__kind=FlagAlert.Kind.BANNER)))
+        .order_by("-urgent", "-created_at", "-id")
+    )
+
+
+def flag_get(*, course_id: int, flag_id: int) -> Flag:
+    """One flag of the course, loaded as the safety queue shows it."""
+    flag = flag_queue(course_id=course_id, filters=FlagFilters(state="all")).filter(pk=flag_id).first()
+    if flag is None:
+        raise NotFound("No such flag in this course.")
+    return flag
+
+
+def flag_counts(*, course_id: int) -> dict[str, int]:
+    """Flags per state, and `unresolved` (open + acknowledged): the overview's "open flags"."""
+    per_state = dict(
+        Flag.objects.filter(course_id=course_id).values_list("state").annotate(n=Count("id")).values_list("state", "n")
+    )
+    counts = {state: per_state.get(state, 0) for state in FlagState.values}
+    counts["unresolved"] = sum(counts[state] for state in UNRESOLVED_FLAG_STATES)
+    counts["all"] = sum(per_state.values())
+    return counts
+
+
+def flag_categories(*, course_id: int) -> list[str]:
+    return sorted(set(Flag.objects.filter(course_id=course_id).values_list("category", flat=True)))
+
+
+def flags_for_banner(*, course_id: int) -> list[Flag]:
+    """The urgent flags nobody has resolved yet: the banner of every teacher launch."""
+    return list(flags_unresolved(course_id=course_id).filter(urgent=True).order_by("created_at", "id"))
+
+
+# -- alerts -------------------------------------------------------------------------------------------
+
+ADDRESS_SEPARATORS = r"[\s,;]"
+
+
+def alert_addresses_split(text: str) -> list[str]:
+    """The addresses in a list separated by commas, semicolons or spaces, each once, in order."""
+    return list(dict.fromkeys(part for part in re.split(rf"{ADDRESS_SEPARATORS}+", text.strip()) if part))
+
+
+def _addresses(*, course_id: int, field: str, deployment_wide: list[str]) -> list[str]:
+    own = TutorSettings.objects.filter(course_id=course_id).values_list(field, flat=True).first() or ""
+    # Read leniently: what is stored was validated when saved, and an alert must not fail on a read.
+    return list(dict.fromkeys([*alert_addresses_split(own), *deployment_wide]))
+
+
+def course_alert_addresses(*, course_id: int) -> list[str]:
+    return _addresses(course_id=course_id, field="safety_alert_emails", deployment_wide=settings.SAFETY_ALERT_EMAILS)
+
+
+def course_escalation_addresses(*, course_id: int) -> list[str]:
+    return _addresses(
+        course_id=course_id, field="safety_escalation_emails", deployment_wide=settings.SAFETY_ADMIN_EMAILS
+    )
+
+
+def flag_for_alert(*, flag_id: int) -> Flag | None:
+    """A flag with what its alert email quotes (course, message, the student's pseudonym)."""
+    return Flag.objects.select_related("course", "message", "conversation__person").filter(pk=flag_id).first()
+
+
+def flags_escalation_due(*, now) -> list[int]:
+    """The urgent flags still open past their escalation time and not escalated yet."""
+    return list(
+        Flag.objects.filter(
+            urgent=True, state=FlagState.OPEN, escalated_at__isnull=True, escalate_at__lte=now
+        ).values_list("id", flat=True)
+    )

@@ -1,4 +1,7 @@
-"""Writes of the tutor app (HackSoft-style services: keyword-only, typed)."""
+"""Writes of the tutor app's core: courses and people as launches record them, consent, erasure,
+retention, and the review log (HackSoft-style services: keyword-only, typed). The other services
+are per domain (tutor.chat, tutor.review, tutor.flags, tutor.alerts); every read is in
+tutor.selectors."""
 
 from __future__ import annotations
 
@@ -85,6 +88,7 @@ def course_enter(
 def review_event_record(
     *, course_id: int, actor: Person | None, action: str, message_id: int | None = None, **detail
 ) -> ReviewEvent:
+    """Who did what, and when, on a course's review (the audit trail of every review write)."""
     return ReviewEvent.objects.create(
         course_id=course_id, actor=actor, action=action, message_id=message_id, detail=detail
     )

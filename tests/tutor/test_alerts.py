@@ -19,7 +19,7 @@ from django.core.management import call_command
 from django.utils import timezone
 
 from tests.support.chat import conversation_for, exchange
-from tutor import alerts
+from tutor import alerts, selectors
 from tutor.models import Flag, FlagAction, FlagAlert, Membership, ReviewEvent
 from tutor.services import pseudonym_for
 
@@ -124,15 +124,15 @@ def test_teachers_set_the_alert_addresses_admins_the_escalation_ones_and_student
     settings.SAFETY_ALERT_EMAILS = ["team@district.example"]
     settings.SAFETY_ADMIN_EMAILS = ["head@school.example", "dsl@district.example"]
     course_id = member(platform, "devlms-teacher-1").course_id
-    assert alerts.course_alert_addresses(course_id=course_id) == [
+    assert selectors.course_alert_addresses(course_id=course_id) == [
         "Safeguarding@school.example",
         "team@district.example",
     ]
-    assert alerts.course_escalation_addresses(course_id=course_id) == ["head@school.example", "dsl@district.example"]
+    assert selectors.course_escalation_addresses(course_id=course_id) == ["head@school.example", "dsl@district.example"]
     changes = [e.detail for e in ReviewEvent.objects.filter(action="alert_addresses").order_by("id")]
     assert changes == [{"safety_alert_emails": 1}, {"safety_escalation_emails": 1}]  # the unchanged save: none
     assert addresses_put(tool, teacher, alert_emails="").status_code == 200  # blank clears them
-    assert alerts.course_alert_addresses(course_id=course_id) == ["team@district.example"]
+    assert selectors.course_alert_addresses(course_id=course_id) == ["team@district.example"]
 
 
 def test_the_banner_and_the_queue_triage_flags_with_notes_who_and_when(tool, platform, offline_model):
@@ -171,6 +171,9 @@ def test_the_banner_and_the_queue_triage_flags_with_notes_who_and_when(tool, pla
 
     acknowledged = post(action_url, action="acknowledge", note="Called Ada Student's mum on 07700 900123.")
     assert acknowledged.status_code == 200 and f"Flag {urgent.id} acknowledged." in acknowledged.text
+    # The notice is a message, shown once: not in the URL, gone on the next page.
+    assert "done=" not in acknowledged.url and "notice" not in acknowledged.url
+    assert f"Flag {urgent.id} acknowledged." not in teacher_browser.get(acknowledged.url).text
     again = post(action_url, action="acknowledge")
     assert again.status_code == 409 and "acknowledged already" in again.text
     resolved = post(action_url, action="resolve", note="Counsellor met her; plan in place.")
@@ -205,6 +208,10 @@ def test_the_banner_and_the_queue_triage_flags_with_notes_who_and_when(tool, pla
     for bad_filter in ({"state": "maybe"}, {"urgent": "yes"}, {"category": "self\x00harm"}):
         bad = requests.get(api, params=bad_filter, headers=teacher_auth)
         assert bad.status_code == 400 and bad.json()["error"]["code"] == "bad_filter", bad_filter
+        # The queue page reads its filters with the same serializer, and says what is wrong.
+        page = teacher_browser.get(f"{tool}/review/{urgent.course_id}/flags/", params=bad_filter)
+        assert page.status_code == 400 and "text/html" in page.headers["Content-Type"], bad_filter
+        assert escape(bad.json()["error"]["message"]) in page.text, bad_filter
     done = requests.post(
         f"{api}{by_hand.id}/actions/", json={"action": "resolve", "note": "Fine."}, headers=teacher_auth
     )

@@ -60,7 +60,7 @@ def test_reply_arrives_is_stored_and_the_second_turn_sees_the_first(chat_tool, p
     )
     assert second.status_code == 201
     # The prompt of the second turn carries the first exchange: ask vLLM to render it.
-    from tutor.chat import prompt_messages
+    from tutor.selectors import prompt_messages
 
     prompt = prompt_messages(conversation=Conversation.objects.get(pk=conversation_id))
     assert [m["role"] for m in prompt] == ["system", "user", "assistant", "user", "assistant"]
@@ -215,7 +215,7 @@ def test_student_rates_a_reply_and_teachers_set_the_tutor(chat_tool, platform):
     assert requests.put(settings_url, json={**defaults, "socratic": True}, headers=auth).status_code == 403
     updated = requests.put(settings_url, json={**defaults, "socratic": True, "subject": "Algebra"}, headers=teacher)
     assert updated.status_code == 200 and updated.json()["socratic"] is True
-    from tutor.chat import prompt_messages
+    from tutor.selectors import prompt_messages
 
     system = prompt_messages(conversation=Conversation.objects.get(pk=conversation_id))[0]["content"]
     assert "Socratic" in system and "Algebra" in system

@@ -86,7 +86,7 @@ def test_a_stored_message_over_the_context_does_not_break_the_conversation(chat_
 
 
 def test_a_long_history_is_fitted_by_dropping_the_oldest_turns(chat_tool, platform, settings):
-    from tutor.chat import prompt_fit, prompt_messages
+    from tutor.selectors import prompt_fit, prompt_messages
 
     auth = launch(platform, chat_tool)
     conversation_id = start(chat_tool, auth)

@@ -1,4 +1,7 @@
-"""Server-rendered pages of the tutor app."""
+"""The page an LTI launch lands on, rendered for lti.views (which speaks LTI and must not import
+another app's views): the lti app validates the launch and records it (tutor.services.course_enter),
+then hands the entry to `course_home`.
+"""
 
 from __future__ import annotations
 
@@ -6,22 +9,20 @@ from django.conf import settings
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
 
-from tutor import alerts, flags
+from tutor.alerts import flag_banner_show
 from tutor.auth import launch_begin
 from tutor.models import LearnerLevel, Role
+from tutor.selectors import category_label
 from tutor.services import CourseEntry
 
 
 def course_home(request: HttpRequest, *, entry: CourseEntry) -> HttpResponse:
-    """The page a launch lands on. It carries the launch token for the page's API calls. A teacher's
-    (or administrator's) shows the course's unresolved urgent flags first; a student's never does."""
+    """It carries the launch token for the page's API calls. A teacher's (or administrator's) shows
+    the course's unresolved urgent flags first; a student's never does."""
     membership = entry.membership
     placement_id = entry.placement.id if entry.placement else None
     token = launch_begin(request, membership_id=membership.id, placement_id=placement_id)
-    banner = []
-    if membership.role in {Role.TEACHER, Role.ADMIN}:
-        banner = flags.flags_for_banner(course_id=membership.course_id)
-        alerts.flag_banner_record(flags=banner, person=membership.person)
+    banner = flag_banner_show(membership=membership) if membership.role in {Role.TEACHER, Role.ADMIN} else []
     return render(
         request,
         "tutor/course_home.html",
@@ -33,6 +34,6 @@ def course_home(request: HttpRequest, *, entry: CourseEntry) -> HttpResponse:
             "tool_title": settings.TOOL_TITLE,
             "max_message_chars": settings.CHAT_MAX_MESSAGE_CHARS,
             "levels": LearnerLevel.choices,
-            "safety_banner": [(flag, flags.category_label(flag.category)) for flag in banner],
+            "safety_banner": [(flag, category_label(flag.category)) for flag in banner],
         },
     )
