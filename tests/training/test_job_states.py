@@ -33,7 +33,7 @@ from tutor.models import ReviewDecision, Role
 from tutor.review import reply_review_update
 from tutor.services import training_consent_set
 
-pytestmark = [pytest.mark.django_db, pytest.mark.fast]
+pytestmark = [pytest.mark.django_db]  # tiers come from the fixtures each test uses (tests/conftest.py)
 
 
 @pytest.fixture

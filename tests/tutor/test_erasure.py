@@ -19,9 +19,8 @@ from tests.support.db import foreign_keys, owned_by, rows_linked
 from tests.support.platform import DROP
 from training.datasets import dataset_export
 from training.models import DatasetExport
-from tutor.alerts import flag_banner_record
 from tutor.flags import flag_act
-from tutor.models import Conversation, ErasureRecord, Flag, FlagAction, Person, ReviewDecision, Role
+from tutor.models import Conversation, ErasureRecord, Flag, FlagAction, FlagAlert, Person, ReviewDecision, Role
 from tutor.review import message_flag_set, reply_review_update
 from tutor.services import pseudonym_for, training_consent_set
 
@@ -66,7 +65,9 @@ def course_with_export(demo_model, tmp_path, django_capture_on_commit_callbacks)
         message_flag_set(reviewer=teacher, message_id=reply.id, flagged=True)
         flag = Flag.objects.get(message=reply)
         flag_act(reviewer=teacher, flag_id=flag.id, action=FlagAction.Action.ACKNOWLEDGE)
-        flag_banner_record(flags=[flag], person=teacher.person)
+        FlagAlert.objects.create(
+            flag=flag, kind=FlagAlert.Kind.BANNER, status=FlagAlert.Status.SHOWN, person=teacher.person
+        )
     export = dataset_export(course=teacher.course, out=tmp_path / "before.jsonl", eval_fraction=0)
     return teacher, erased, kept, export
 
