@@ -1,4 +1,5 @@
-"""The recipe's CLI is generated from TrainConfig: every field is a flag, typed, with its help."""
+"""The recipe's CLI and train_adapter's flags are generated from TrainConfig: every field a flag,
+typed, with its help."""
 
 from __future__ import annotations
 
@@ -6,7 +7,10 @@ import dataclasses
 import typing
 
 import pytest
+from django.core.management import CommandError
 
+from training.config import JOB_PATHS, OVERRIDABLE
+from training.management.commands.train_adapter import Command
 from training.recipe import TrainConfig, config_from_argv
 
 pytestmark = [pytest.mark.fast]
@@ -56,3 +60,32 @@ def test_a_mistyped_value_or_an_unknown_field_is_refused(capsys):
     with pytest.raises(SystemExit):
         config_from_argv([*PATHS, "--alpha", "8"])
     assert "unrecognized arguments: --alpha 8" in capsys.readouterr().err
+
+
+def test_train_adapter_takes_every_field_but_the_paths_and_only_the_flags_given_become_overrides():
+    parser = Command().create_parser("manage.py", "train_adapter")
+
+    def overrides(*argv: str) -> dict:
+        given = vars(parser.parse_args(["--course", "3", *argv]))
+        return {name: given[name] for name in OVERRIDABLE if given[name] is not None}
+
+    assert overrides() == {}  # the deployment's defaults, untouched
+    assert overrides("--max-steps", "4", "--lora_alpha", "9", "--check_memory", "false") == {
+        "max_steps": 4,
+        "lora_alpha": 9,
+        "check_memory": False,
+    }
+    kinds = typing.get_type_hints(TrainConfig)
+    argv, expected = [], {}
+    for field in dataclasses.fields(TrainConfig):
+        if field.name in OVERRIDABLE:
+            words, expected[field.name] = flag_and_value(field, kinds[field.name])
+            if words[0].startswith("--no_"):  # here a boolean takes its value
+                words = [f"--{field.name}", "false"]
+            elif len(words) == 1:
+                words = [*words, "true"]
+            argv += words
+    assert overrides(*argv) == expected
+    for path in JOB_PATHS:  # the job sets its own
+        with pytest.raises(CommandError, match=f"unrecognized arguments: --{path}"):
+            parser.parse_args(["--course", "3", f"--{path}", "x"])
