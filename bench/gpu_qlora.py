@@ -75,6 +75,7 @@ def main() -> None:
     from transformers import AutoModelForCausalLM, AutoTokenizer, BitsAndBytesConfig, MixtralConfig, MixtralForCausalLM
 
     from serving.chat_templates import TEMPLATE_DIR
+    from training.jsonl import jsonl_write
     from training.moe_4bit import experts_quantize
     from training.recipe import TrainConfig, run
 
@@ -167,7 +168,7 @@ def main() -> None:
 
     # -- QLoRA through the recipe: experts in 4-bit, and (baseline, same run) in bf16 --------------------
     data = work / "train.jsonl"
-    data.write_text("\n".join(json.dumps(row) for row in _arithmetic_rows(64)) + "\n")
+    jsonl_write(data, _arithmetic_rows(64))
     for label, quantize_experts in (("experts_4bit", True), ("stock_4bit", False)):
         torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats()

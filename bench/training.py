@@ -122,12 +122,13 @@ def promotion_latency(model_dir: str, rows: list[dict], work: Path, rounds: int,
     from django.core.management import call_command
 
     from serving.adapters import adapter_promote, adapter_register
+    from training.jsonl import jsonl_write
     from training.recipe import TrainConfig, run
     from tutor.models import Course
 
     call_command("migrate", verbosity=0)
     data = work / "promote.jsonl"
-    data.write_text("\n".join(json.dumps(r) for r in rows[:16]) + "\n")
+    jsonl_write(data, rows[:16])
     run(
         TrainConfig(
             base_model=model_dir,
@@ -136,7 +137,7 @@ def promotion_latency(model_dir: str, rows: list[dict], work: Path, rounds: int,
             max_steps=1,
             tokens_per_step=256,
             rank=16,
-            alpha=32,
+            lora_alpha=32,
         )
     )
     course = Course.objects.create(lms_issuer="bench", lms_deployment_id="d", lms_context_id="c")

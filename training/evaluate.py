@@ -8,6 +8,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from training.jsonl import jsonl_read
+
 
 def heldout_losses(*, base_model: str, eval_file: str, adapters: dict[str, str | None], chat_template: str) -> dict:
     """{name: mean loss per trained token}; an adapter path of None means the base model."""
@@ -20,9 +22,8 @@ def heldout_losses(*, base_model: str, eval_file: str, adapters: dict[str, str |
     cuda = torch.cuda.is_available()
     tokenizer = AutoTokenizer.from_pretrained(base_model)
     template = Path(chat_template).read_text()
-    rows = [json.loads(line) for line in Path(eval_file).read_text().splitlines() if line.strip()]
     encoded = []
-    for row in rows:
+    for row in jsonl_read(eval_file):
         out = tokenizer.apply_chat_template(
             row["messages"],
             chat_template=template,
@@ -66,10 +67,8 @@ def gate_questions(*, eval_file: str, limit: int) -> list[dict]:
     approved (or corrected) in a held-out conversation, that conversation's own system prompt and
     the turns before it; and the teacher's reply, which is what the tutor should have said."""
     questions: list[dict] = []
-    for line in Path(eval_file).read_text().splitlines():
-        if not line.strip():
-            continue
-        messages = json.loads(line)["messages"]
+    for row in jsonl_read(eval_file):
+        messages = row["messages"]
         for index, turn in enumerate(messages):
             if turn["role"] != "assistant" or turn.get("weight", 1) == 0 or index == 0:
                 continue  # context turns (weight 0) are what the tutor said, not what it should say

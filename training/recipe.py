@@ -1,9 +1,18 @@
 """LoRA fine-tuning recipe for a course's tutor: TRL's SFTTrainer with a PEFT LoRA.
 
-    python -m training.recipe --base MODEL --train FILE.jsonl [--eval FILE.eval.jsonl] --out ADAPTER_DIR \
-        [--tokens-per-step 512] [--epochs 1.5] [--max-steps N] [--rank 16] [--set FIELD=VALUE ...]
+    python -m training.recipe --base_model MODEL --train_file FILE.jsonl --output_dir ADAPTER_DIR \
+        [--eval_file FILE.eval.jsonl] [--FIELD VALUE ...]
 
-One typed config (`TrainConfig`), one linear path: setup → train → checkpoint → cleanup.
+One typed config (`TrainConfig`) and named steps run in a line, as a torchtune recipe does:
+`setup` (data, memory check, model, trainer) → `train` → `evaluate` → `save` (the adapter,
+atomically) → `cleanup`; `run` calls them. The jobs call `run` from training/child.py.
+
+The CLI has one flag per `TrainConfig` field, generated from the dataclass (transformers'
+HfArgumentParser): the flag is the field's name (`--lora_alpha 32`; `--lora-alpha` works too),
+its type and default are the field's, and `--help` lists them all with the fields' help. A
+boolean is switched on by its bare flag and off by `--no_FIELD` (`--no_gradient_checkpointing`);
+`--quantize_4bit true|false` (unset: on CUDA); a list takes several values
+(`--target_modules q_proj v_proj`). Progress is printed as JSON lines, then the `TrainResult`.
 
 * On a CUDA machine: QLoRA, the base model in 4-bit NF4 (bitsandbytes) with bf16 compute; an MoE
   model's fused experts are made 4-bit too (training/moe_4bit.py), which bitsandbytes alone does
@@ -35,7 +44,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import dataclasses
 import gc
 import json
 import math
@@ -44,61 +52,79 @@ import shutil
 import struct
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
+
+from training.jsonl import jsonl_read
 
 ATTENTION = ("q_proj", "k_proj", "v_proj", "o_proj")
 EXPERT_PARAMETERS = ("mlp.experts.gate_up_proj", "mlp.experts.down_proj")
-ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors")
 # TRL's fused LM head projects [tokens, vocabulary] tiles; its defaults (4,096 x 32,768) are sized
 # for a GPU and cost gigabytes of fp32 temporaries on a CPU. These keep a tile near 32 MB there.
 LOSS_TILE_TOKENS_CPU = 1024
 LOSS_TILE_VOCAB_CPU = 8192
 
 
+def option(default, doc: str):
+    """A TrainConfig field with its default, and the help its CLI flag shows."""
+    return field(default=default, metadata={"help": doc})
+
+
+def required(doc: str):
+    return field(metadata={"help": doc})
+
+
 @dataclass
 class TrainConfig:
-    base_model: str
-    train_file: str
-    output_dir: str
-    eval_file: str | None = None
-    work_dir: str | None = None  # checkpoints; default: OUTPUT_DIR.work
-    chat_template: str | None = None  # default: the project's template for the base model
+    """Everything a run does, and nothing else: the CLI's flags are generated from these fields."""
+
+    base_model: str = required("the base model's folder (Hugging Face format)")
+    train_file: str = required("training examples, JSONL of {'messages': [...]}")
+    output_dir: str = required("where the finished adapter is written")
+    eval_file: str | None = option(None, "held-out examples (JSONL); none: no evaluation, no early stopping")
+    work_dir: str | None = option(None, "checkpoints; none: OUTPUT_DIR.work")
+    chat_template: str | None = option(None, "a Jinja chat template; none: the project's for the base model")
     # -- the adapter
-    rank: int = 16
-    alpha: int | None = None  # None: 2 x rank
-    dropout: float = 0.05
-    target_modules: list[str] | None = None  # None: every linear layer (dense) or the attention (MoE)
-    lora_experts: bool = False  # MoE only: also adapt the fused expert weights (slower to serve)
-    router_aux_loss_coef: float | None = None  # MoE only: None keeps the model's own (Mixtral: 0.02)
+    rank: int = option(16, "LoRA rank")
+    lora_alpha: int | None = option(None, "LoRA alpha (the update is scaled by alpha / rank); none: 2 x rank")
+    dropout: float = option(0.05, "LoRA dropout")
+    target_modules: list[str] | None = option(  # noqa: RUF009 - option() is dataclasses.field()
+        None, "modules to adapt; none: every linear layer (dense models) or the attention (MoE)"
+    )
+    lora_experts: bool = option(False, "MoE only: also adapt the fused expert weights (slower to serve)")
+    router_aux_loss_coef: float | None = option(
+        None, "MoE only: the router's load-balancing loss weight; none: the model's own (Mixtral: 0.02)"
+    )
     # -- the schedule
-    learning_rate: float = 2e-4
-    lr_scheduler: str = "cosine"
-    warmup_fraction: float = 0.1
-    tokens_per_step: int = 512  # one optimizer step: a padding-free pack of at most this many tokens
-    epochs: float = 1.5  # passes over the training tokens...
-    min_steps: int = 20  # ...but at least this many steps (small courses: smaller packs, not fewer steps)
-    step_budget: int = 2000  # ...and at most this many (large courses)
-    max_steps: int = -1  # > 0: exactly this many steps, no early stopping (tests, smoke runs)
-    evals_per_epoch: int = 2
-    early_stopping_patience: int = 2  # evaluations without a better held-out loss; 0: never stop early
-    gradient_accumulation: int = 1
+    learning_rate: float = option(2e-4, "peak learning rate")
+    lr_scheduler: str = option("cosine", "transformers' scheduler name")
+    warmup_fraction: float = option(0.1, "warmup, as a fraction of the steps")
+    tokens_per_step: int = option(512, "one optimizer step: a padding-free pack of at most this many tokens")
+    epochs: float = option(1.5, "passes over the training tokens...")
+    min_steps: int = option(20, "...but at least this many steps (small courses: smaller packs, not fewer steps)")
+    step_budget: int = option(2000, "...and at most this many (large courses)")
+    max_steps: int = option(-1, "> 0: exactly this many steps, no early stopping (tests, smoke runs)")
+    evals_per_epoch: int = option(2, "held-out evaluations (each with a checkpoint) an epoch")
+    early_stopping_patience: int = option(2, "evaluations without a better held-out loss; 0: never stop early")
+    gradient_accumulation: int = option(1, "packs an optimizer step")
     # -- the machine
-    quantize_4bit: bool | None = None  # None: on CUDA
-    quantize_experts: bool = True  # MoE in 4-bit: the fused experts too (training/moe_4bit.py); off leaves them bf16
-    gradient_checkpointing: bool = True
-    memory_limit_mb: int | None = None  # the preflight's bound; None: what the machine has free
-    check_memory: bool = True
-    save_steps: int | None = None  # None: at each evaluation (every 25 steps without a held-out file)
-    seed: int = 0
+    quantize_4bit: bool | None = option(None, "QLoRA: the base model in 4-bit NF4; none: on CUDA")
+    quantize_experts: bool = option(
+        True, "MoE in 4-bit: the fused experts too (training/moe_4bit.py); off leaves them bf16"
+    )
+    gradient_checkpointing: bool = option(True, "recompute activations in the backward pass")
+    memory_limit_mb: int | None = option(None, "the preflight's bound; none: what the machine has free")
+    check_memory: bool = option(True, "refuse a run whose estimated peak does not fit")
+    save_steps: int | None = option(None, "steps between checkpoints; none: at each evaluation (else 25)")
+    seed: int = option(0, "seed of the LoRA's initialization and the data order")
+
+    def __post_init__(self) -> None:
+        if self.lora_alpha is None:  # resolved here so that the recorded config says what was used
+            self.lora_alpha = 2 * self.rank
 
     @property
     def work_path(self) -> Path:
         return Path(self.work_dir or f"{self.output_dir}.work")
-
-    @property
-    def lora_alpha(self) -> int:
-        return self.alpha if self.alpha is not None else 2 * self.rank
 
 
 @dataclass(frozen=True)
@@ -359,10 +385,6 @@ def _last_complete_checkpoint(work: Path) -> str | None:
     return None
 
 
-def read_jsonl(path: str | Path) -> list[dict]:
-    return [json.loads(line) for line in Path(path).read_text(encoding="utf-8").splitlines() if line.strip()]
-
-
 def _project_chat_template(base_model: str) -> str:
     from serving.chat_templates import chat_template_path
 
@@ -413,6 +435,34 @@ def _loss_tiles(*, cuda: bool) -> None:
     trl_utils._CHUNKED_LOGPROB_CHUNK_SIZE = LOSS_TILE_VOCAB_CPU
 
 
+# -- the recipe: setup → train → evaluate → save → cleanup ---------------------------------------------
+
+
+@dataclass
+class Training:
+    """What `setup` builds and the later steps use and fill in, in order."""
+
+    config: TrainConfig
+    started: float  # monotonic
+    cuda: bool
+    schedule: Schedule
+    estimate: MemoryEstimate
+    train_examples: int
+    held_out: bool  # a held-out file with examples in it
+    eval_lengths: list[int]
+    early: bool  # early stopping on the held-out loss; the best checkpoint is the adapter
+    trainer: object  # trl.SFTTrainer
+    clock: dict  # filled by the progress callback and the evaluation timer
+    stopped: list  # the step at which should_stop answered yes
+    # -- set by train
+    output: object = None  # transformers.TrainOutput
+    resumed_from: str | None = None
+    train_seconds: float = 0.0
+    # -- set by evaluate
+    eval_loss: float | None = None
+    best_step: int | None = None
+
+
 def run(
     config: TrainConfig,
     *,
@@ -420,14 +470,31 @@ def run(
     should_stop: Callable[[], bool] | None = None,
     on_phase: Callable[[str], None] = lambda _phase: None,
 ) -> TrainResult:
+    """One training run. Raises NotEnoughMemory before loading anything when it would not fit, and
+    TrainingStopped (the last checkpoint kept) when `should_stop` said so."""
+    training = setup(config, on_log=on_log, should_stop=should_stop, on_phase=on_phase)
+    try:
+        train(training, on_phase=on_phase)
+        evaluate(training)
+        return save(training, on_phase=on_phase)
+    finally:
+        cleanup(training)
+
+
+def setup(
+    config: TrainConfig,
+    *,
+    on_log: Callable[[dict], None] | None,
+    should_stop: Callable[[], bool] | None,
+    on_phase: Callable[[str], None],
+) -> Training:
+    """The data read and measured, the memory checked, the base model loaded, the trainer built."""
     import torch
     from datasets import Dataset
-    from peft import LoraConfig
     from transformers import AutoTokenizer, EarlyStoppingCallback, set_seed
-    from trl import SFTConfig, SFTTrainer
+    from trl import SFTTrainer
 
     started = time.monotonic()
-    # -- setup --------------------------------------------------------------------------------------
     set_seed(config.seed)
     cuda = torch.cuda.is_available()
     quantize = cuda if config.quantize_4bit is None else config.quantize_4bit
@@ -437,14 +504,12 @@ def run(
     tokenizer.chat_template = Path(config.chat_template or _project_chat_template(config.base_model)).read_text()
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
-    train_rows = read_jsonl(config.train_file)
-    eval_rows = read_jsonl(config.eval_file) if config.eval_file else []
+    train_rows = jsonl_read(config.train_file)
+    eval_rows = jsonl_read(config.eval_file) if config.eval_file else []
     if not train_rows:
         raise ValueError(f"{config.train_file} has no training examples")
-    lengths = example_lengths(tokenizer, train_rows)
     eval_lengths = example_lengths(tokenizer, eval_rows)
-    longest_eval = max(eval_lengths, default=0)
-    schedule = schedule_for(config, lengths=lengths, held_out=bool(eval_rows))
+    schedule = schedule_for(config, lengths=example_lengths(tokenizer, train_rows), held_out=bool(eval_rows))
     estimate = memory_check(config, schedule=schedule, cuda=cuda, quantize=quantize)
 
     moe = is_moe(config.base_model)
@@ -460,8 +525,53 @@ def run(
 
         # It casts every parameter that is not 4-bit to fp32: experts left in bf16 would double.
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=config.gradient_checkpointing)
+    _loss_tiles(cuda=cuda)
+    early = bool(eval_rows) and config.max_steps <= 0 and config.early_stopping_patience > 0
+    clock: dict = {}
+    stopped: list = []
+    callbacks = [_progress_callback(on_log, should_stop, stopped, clock)]
+    if early:
+        callbacks.append(EarlyStoppingCallback(early_stopping_patience=config.early_stopping_patience))
+    on_phase("packing the examples")
+    trainer = SFTTrainer(
+        model=model,
+        args=_sft_config(
+            config,
+            schedule=schedule,
+            cuda=cuda,
+            moe=moe,
+            held_out=bool(eval_rows),
+            early=early,
+            longest_eval=max(eval_lengths, default=0),
+        ),
+        train_dataset=Dataset.from_list(train_rows),
+        eval_dataset=Dataset.from_list(eval_rows) if eval_rows else None,
+        processing_class=tokenizer,
+        peft_config=_lora_config(config, moe=moe),
+        callbacks=callbacks,
+    )
+    _time_evaluations(trainer, clock)
+    return Training(
+        config=config,
+        started=started,
+        cuda=cuda,
+        schedule=schedule,
+        estimate=estimate,
+        train_examples=len(train_rows),
+        held_out=bool(eval_rows),
+        eval_lengths=eval_lengths,
+        early=early,
+        trainer=trainer,
+        clock=clock,
+        stopped=stopped,
+    )
+
+
+def _lora_config(config: TrainConfig, *, moe: bool):
+    from peft import LoraConfig
+
     experts = moe and config.lora_experts
-    peft_config = LoraConfig(
+    return LoraConfig(
         r=config.rank,
         lora_alpha=config.lora_alpha,
         # PEFT's LoRA on raw parameters (the fused experts) does not support dropout.
@@ -470,14 +580,18 @@ def run(
         target_parameters=list(EXPERT_PARAMETERS) if experts else None,
         task_type="CAUSAL_LM",
     )
-    _loss_tiles(cuda=cuda)
-    work = config.work_path
-    early = bool(eval_rows) and config.max_steps <= 0 and config.early_stopping_patience > 0
+
+
+def _sft_config(
+    config: TrainConfig, *, schedule: Schedule, cuda: bool, moe: bool, held_out: bool, early: bool, longest_eval: int
+):
+    from trl import SFTConfig
+
     save_steps = config.save_steps or schedule.eval_every or 25
     if early:
         save_steps = schedule.eval_every  # the best checkpoint must be one that was evaluated
-    sft_config = SFTConfig(
-        output_dir=str(work),
+    return SFTConfig(
+        output_dir=str(config.work_path),
         max_steps=schedule.steps,
         per_device_train_batch_size=1,  # one pack of up to tokens_per_step tokens
         per_device_eval_batch_size=1,
@@ -489,7 +603,7 @@ def run(
         save_strategy="steps",
         save_steps=save_steps,
         save_total_limit=2,
-        eval_strategy="steps" if eval_rows else "no",
+        eval_strategy="steps" if held_out else "no",
         eval_steps=schedule.eval_every or None,
         load_best_model_at_end=early,
         metric_for_best_model="eval_loss" if early else None,
@@ -508,39 +622,38 @@ def run(
         dataloader_num_workers=0,
         router_aux_loss_coef=config.router_aux_loss_coef if moe else None,
     )
-    clock: dict = {}
-    callbacks = [_progress_callback(on_log, should_stop, stopped := [], clock)]
-    if early:
-        callbacks.append(EarlyStoppingCallback(early_stopping_patience=config.early_stopping_patience))
-    on_phase("packing the examples")
-    trainer = SFTTrainer(
-        model=model,
-        args=sft_config,
-        train_dataset=Dataset.from_list(train_rows),
-        eval_dataset=Dataset.from_list(eval_rows) if eval_rows else None,
-        processing_class=tokenizer,
-        peft_config=peft_config,
-        callbacks=callbacks,
-    )
-    _time_evaluations(trainer, clock)
 
-    # -- train ---------------------------------------------------------------------------------------
+
+def train(training: Training, *, on_phase: Callable[[str], None]) -> None:
+    """The optimizer steps, resumed from the last complete checkpoint when there is one."""
     on_phase("training")
-    resume = _last_complete_checkpoint(work)
-    train_started = time.monotonic()
-    output = trainer.train(resume_from_checkpoint=resume)
-    train_seconds = time.monotonic() - train_started
-    if stopped:
-        raise TrainingStopped(f"stopped at step {stopped[0]}; checkpoints in {work}")
-    best_step = None
-    if early and trainer.state.best_model_checkpoint:
-        best_step = int(trainer.state.best_model_checkpoint.rsplit("-", 1)[-1])
-    eval_loss = trainer.state.best_metric if early else None
-    if eval_rows and eval_loss is None:
-        eval_loss = trainer.evaluate()["eval_loss"]
+    training.resumed_from = _last_complete_checkpoint(training.config.work_path)
+    began = time.monotonic()
+    training.output = training.trainer.train(resume_from_checkpoint=training.resumed_from)
+    training.train_seconds = time.monotonic() - began
+    if training.stopped:
+        raise TrainingStopped(f"stopped at step {training.stopped[0]}; checkpoints in {training.config.work_path}")
 
-    # -- checkpoint: the adapter, complete, renamed into place -------------------------------------------
+
+def evaluate(training: Training) -> None:
+    """The held-out loss of the adapter to be saved: the best evaluation's with early stopping
+    (its checkpoint is what the trainer reloaded), else one pass over the held-out file now."""
+    trainer = training.trainer
+    if training.early:
+        if trainer.state.best_model_checkpoint:
+            training.best_step = int(trainer.state.best_model_checkpoint.rsplit("-", 1)[-1])
+        training.eval_loss = trainer.state.best_metric
+    if training.held_out and training.eval_loss is None:
+        training.eval_loss = trainer.evaluate()["eval_loss"]
+
+
+def save(training: Training, *, on_phase: Callable[[str], None]) -> TrainResult:
+    """The adapter and its training_result.json, written to a staging folder beside `output_dir`,
+    synced, checked complete and only then renamed into place."""
+    from peft.utils import CONFIG_NAME, SAFETENSORS_WEIGHTS_NAME  # the files an adapter is (serving's ADAPTER_FILES)
+
     on_phase("saving the adapter")
+    config, schedule, trainer, clock = training.config, training.schedule, training.trainer, training.clock
     final = Path(config.output_dir)
     staging = final.with_name(f".{final.name}.partial-{os.getpid()}")
     shutil.rmtree(staging, ignore_errors=True)
@@ -553,43 +666,47 @@ def run(
         steps=steps_done,
         epochs=round(steps_done / max(1, math.ceil(schedule.train_tokens / schedule.tokens_per_step)), 2),
         max_length=schedule.tokens_per_step,
-        train_examples=len(train_rows),
-        train_loss=output.training_loss,
-        eval_loss=eval_loss,
+        train_examples=training.train_examples,
+        train_loss=training.output.training_loss,
+        eval_loss=training.eval_loss,
         train_tokens=trained_tokens,
-        seconds=round(time.monotonic() - started, 1),
-        resumed_from=resume,
-        stopped_early=early and steps_done < schedule.steps,
-        best_step=best_step,
-        train_seconds=round(train_seconds, 1),
+        seconds=round(time.monotonic() - training.started, 1),
+        resumed_from=training.resumed_from,
+        stopped_early=training.early and steps_done < schedule.steps,
+        best_step=training.best_step,
+        train_seconds=round(training.train_seconds, 1),
         tokens_per_second=(
             round(trained_tokens / steps_done / seconds_per_step, 1)
-            if seconds_per_step and trained_tokens and not resume
+            if seconds_per_step and trained_tokens and not training.resumed_from
             else None
         ),
         eval_tokens_per_second=(
-            round(sum(eval_lengths) / clock["eval_seconds"], 1) if clock.get("eval_seconds") else None
+            round(sum(training.eval_lengths) / clock["eval_seconds"], 1) if clock.get("eval_seconds") else None
         ),
-        memory_estimate_bytes=estimate.peak_bytes,
+        memory_estimate_bytes=training.estimate.peak_bytes,
     )
     (staging / "training_result.json").write_text(json.dumps({"config": asdict(config), **asdict(result)}, indent=2))
     for name in os.listdir(staging):
         with open(staging / name, "rb") as handle:
             os.fsync(handle.fileno())
-    missing = [name for name in ADAPTER_FILES if not (staging / name).exists()]
+    missing = [name for name in (CONFIG_NAME, SAFETENSORS_WEIGHTS_NAME) if not (staging / name).exists()]
     if missing:
         raise RuntimeError(f"the adapter is incomplete (missing {missing}); nothing was renamed into place")
     if final.exists():
         shutil.rmtree(final)
     os.replace(staging, final)
+    return result
 
-    # -- cleanup -------------------------------------------------------------------------------------
-    del trainer, model
+
+def cleanup(training: Training) -> None:
+    """The model and trainer released (GPU memory included), whether the run finished or not."""
+    training.trainer = None
     gc.collect()
-    if cuda:
+    if training.cuda:
+        import torch
+
         with contextlib.suppress(Exception):
             torch.cuda.empty_cache()
-    return result
 
 
 def _time_evaluations(trainer, clock: dict) -> None:
@@ -606,46 +723,29 @@ def _time_evaluations(trainer, clock: dict) -> None:
     trainer.evaluate = timed
 
 
-def _field_value(field: dataclasses.Field, text: str):
-    kind = str(field.type)
-    if kind.startswith("bool"):
-        return text.lower() in ("1", "true", "yes", "on")
-    if kind.startswith("int"):
-        return int(text)
-    if kind.startswith("float"):
-        return float(text)
-    if kind.startswith("list"):
-        return [part for part in text.split(",") if part]
-    return text
+# -- the CLI -------------------------------------------------------------------------------------------
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--base", required=True)
-    parser.add_argument("--train", required=True)
-    parser.add_argument("--eval")
-    parser.add_argument("--out", required=True)
-    parser.add_argument("--tokens-per-step", type=int)
-    parser.add_argument("--epochs", type=float)
-    parser.add_argument("--max-steps", type=int)
-    parser.add_argument("--rank", type=int)
-    parser.add_argument("--seed", type=int)
-    parser.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE", help="any other TrainConfig field")
-    args = parser.parse_args()
-    fields = {f.name: f for f in dataclasses.fields(TrainConfig)}
-    values: dict = {
-        name: getattr(args, name)
-        for name in ("tokens_per_step", "epochs", "max_steps", "rank", "seed")
-        if getattr(args, name) is not None
-    }
-    for item in args.set:
-        name, _, text = item.partition("=")
-        if name not in fields:
-            parser.error(f"--set {name}: TrainConfig has no such field (fields: {', '.join(fields)})")
-        values[name] = _field_value(fields[name], text)
-    config = TrainConfig(
-        base_model=args.base, train_file=args.train, eval_file=args.eval, output_dir=args.out, **values
+class _HelpFormat(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
+    """This docstring as written, and each flag's default after its help."""
+
+
+def config_from_argv(argv: list[str] | None = None) -> TrainConfig:
+    """A TrainConfig from command-line flags, one a field (transformers' HfArgumentParser reads
+    the dataclass: names, types, defaults and the fields' help)."""
+    from transformers import HfArgumentParser
+
+    parser = HfArgumentParser(TrainConfig, description=__doc__, formatter_class=_HelpFormat)
+    config, unknown = parser.parse_args_into_dataclasses(
+        args=argv, return_remaining_strings=True, look_for_args_file=False
     )
+    if unknown:
+        parser.error(f"unrecognized arguments: {' '.join(unknown)} (TrainConfig has no such field)")
+    return config
+
+
+def main(argv: list[str] | None = None) -> None:
+    config = config_from_argv(argv)
     result = run(config, on_log=lambda line: print(json.dumps(line), flush=True), on_phase=print)
     print(json.dumps(asdict(result), indent=2))
 

@@ -40,7 +40,7 @@ def test_promotions_under_load_drop_nothing(
             max_steps=1,
             tokens_per_step=256,
             rank=4,
-            alpha=8,
+            lora_alpha=8,
         )
     )
     for name in ("a2", "a3"):

@@ -117,7 +117,7 @@ def test_rollback_of_a_first_adapter_serves_the_base_model_through_vllm(
         max_steps=1,
         tokens_per_step=256,
         rank=4,
-        alpha=8,
+        lora_alpha=8,
     )
     run(config)
     auth = {"Authorization": f"Bearer {launch_token(platform, chat_tool, 'student')}"}

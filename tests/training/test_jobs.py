@@ -26,7 +26,7 @@ LEASE = "12"
 def test_killed_worker_leaves_a_resumable_job_and_no_partial_adapter(chat_tool, platform, vllm_url, settings):
     teacher, _ = corrected_course(platform, chat_tool)
     env = {"VLLM_BASE_URL": vllm_url, "TRAINING_LEASE_SECONDS": LEASE}
-    overrides = {"max_steps": 12, "tokens_per_step": 256, "save_steps": 3, "rank": 4, "alpha": 8}
+    overrides = {"max_steps": 12, "tokens_per_step": 256, "save_steps": 3, "rank": 4, "lora_alpha": 8}
     with celery_worker(
         database_url=database_url_for_tests(), broker_url=settings.CELERY_BROKER_URL, queues="gpu", extra_env=env
     ) as (_, worker):
@@ -65,7 +65,7 @@ def test_worker_killed_after_training_resumes_at_the_evaluation_of_the_same_adap
 ):
     teacher, _ = corrected_course(platform, chat_tool)
     env = {"VLLM_BASE_URL": vllm_url, "TRAINING_LEASE_SECONDS": LEASE}
-    overrides = {"max_steps": 4, "tokens_per_step": 256, "rank": 4, "alpha": 8}
+    overrides = {"max_steps": 4, "tokens_per_step": 256, "rank": 4, "lora_alpha": 8}
     with celery_worker(
         database_url=database_url_for_tests(), broker_url=settings.CELERY_BROKER_URL, queues="gpu", extra_env=env
     ) as (_, worker):

@@ -1,5 +1,5 @@
-"""The LoRA recipe on CPU: a tiny random Mixtral (attention + expert LoRA, router loss) and
-checkpoint/resume on the demo model."""
+"""The LoRA recipe on CPU: a tiny random Mixtral (attention + expert LoRA, router loss),
+checkpoint/resume on the demo model, and the CLI's settings reaching the adapter."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from safetensors import safe_open
 
 from serving.chat_templates import TEMPLATE_DIR
 from tests.support.models import arithmetic_dataset, tiny_mixtral
-from training.recipe import TrainConfig, TrainingStopped, run
+from training.recipe import TrainConfig, TrainingStopped, main, run
 
 CHATML = TEMPLATE_DIR / "chatml.jinja"  # the tiny Mixtral borrows SmolLM2's tokenizer, hence its template
 
@@ -67,7 +67,7 @@ def test_a_stopped_run_leaves_no_adapter_and_the_next_run_resumes(tmp_path, demo
         tokens_per_step=256,
         save_steps=2,
         rank=4,
-        alpha=8,
+        lora_alpha=8,
     )
     with pytest.raises(TrainingStopped):
         run(config, should_stop=lambda: True)  # stops (and saves) after the first step
@@ -110,3 +110,16 @@ def test_the_same_seed_gives_the_same_adapter(tmp_path, demo_model):
     assert adapters[0].keys() == adapters[1].keys()
     assert all(torch.equal(adapters[0][key], adapters[1][key]) for key in adapters[0])
     assert any(adapters[0][key].abs().sum() > 0 for key in adapters[0] if "lora_B" in key)  # it did train
+
+
+def test_the_cli_trains_with_the_lora_alpha_it_is_given(tmp_path, demo_model):
+    # PEFT scales the update by alpha / rank and vLLM serves it so: an alpha left at 2 x rank
+    # would be a different adapter. 5 is no multiple of the rank, so no default can produce it.
+    train, _ = arithmetic_dataset(tmp_path / "data", train=8, held_out=0)
+    out = tmp_path / "adapter"
+    paths = ["--base_model", str(demo_model), "--train_file", str(train), "--output_dir", str(out)]
+    main([*paths, "--rank", "2", "--lora_alpha", "5", "--max_steps", "1", "--tokens_per_step", "256"])
+    adapter_config = json.loads((out / "adapter_config.json").read_text())
+    assert (adapter_config["r"], adapter_config["lora_alpha"]) == (2, 5)
+    recorded = json.loads((out / "training_result.json").read_text())["config"]
+    assert (recorded["rank"], recorded["lora_alpha"]) == (2, 5)

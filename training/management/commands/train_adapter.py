@@ -1,7 +1,10 @@
-"""python manage.py train_adapter --course ID [--wait] [--max-steps N] [--epochs N] [--tokens-per-step N]
+"""python manage.py train_adapter --course ID [--wait] [--max_steps N] [--lora_alpha N] [--FIELD VALUE ...]
 
 Exports the course's dataset and queues a training job on the `gpu` Celery queue; with
---wait, shows its progress until it ends. --course takes our id or the LMS context id.
+--wait, shows its progress until it ends. --course takes our id or the LMS context id. Any
+TrainConfig field but the paths is a flag, as in the recipe's CLI (`--help` lists them; a boolean
+takes a value: `--check_memory false`): the flags given are the job's overrides, the rest keep
+the deployment's defaults.
 """
 
 from __future__ import annotations
@@ -10,6 +13,7 @@ import time
 
 from django.core.management.base import BaseCommand, CommandError
 
+from training.config import OVERRIDABLE, overrides_parser
 from training.datasets import course_resolve
 from training.estimates import duration_words
 from training.jobs import training_job_start
@@ -20,15 +24,15 @@ from tutor.errors import DomainError
 class Command(BaseCommand):
     help = "Retrain a course's tutor adapter (queues a job; --wait shows its progress)."
 
+    def create_parser(self, prog_name, subcommand, **kwargs):
+        return super().create_parser(prog_name, subcommand, parents=[overrides_parser()], **kwargs)
+
     def add_arguments(self, parser) -> None:
         parser.add_argument("--course", required=True)
         parser.add_argument("--wait", action="store_true")
-        parser.add_argument("--max-steps", type=int)
-        parser.add_argument("--epochs", type=float)
-        parser.add_argument("--tokens-per-step", type=int)
 
     def handle(self, *args, **options) -> None:
-        overrides = {k: options[k] for k in ("max_steps", "epochs", "tokens_per_step") if options[k] is not None}
+        overrides = {name: options[name] for name in OVERRIDABLE if options.get(name) is not None}
         try:
             job = training_job_start(course=course_resolve(course_ref=options["course"]), overrides=overrides)
         except DomainError as exc:
