@@ -18,8 +18,7 @@ One attempt is four named steps run in a line, as the recipe's are (training/rec
 * `save`: the evaluation onto the job and the adapter, its duration onto the throughput profile.
 
 The recipe releases the model itself; the rest is released by the process's exit. Django is set
-up in `main` before any step runs, so the steps import the models they use themselves (and the
-worker can import this module for FAILURE_FILE at no cost).
+up in `main` before any step runs, so the steps import the models they use themselves.
 """
 
 from __future__ import annotations
@@ -34,12 +33,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from training.recipe import NotEnoughMemory, TrainConfig, TrainingStopped, TrainResult, run
+from training.workdir import FAILURE_FILE
 
 if TYPE_CHECKING:
     from serving.models import AdapterVersion
     from training.models import ThroughputProfile, TrainingJob
 
-FAILURE_FILE = "failure.json"
 OUT_OF_MEMORY = "out_of_memory"
 DONE, FAILED, STOPPED = 0, 2, 3
 

@@ -42,11 +42,11 @@ from django.utils import timezone
 
 from serving.adapters import AdapterError, adapter_promote, adapter_reject
 from serving.models import AdapterVersion
-from training.child import FAILURE_FILE
 from training.datasets import dataset_export
 from training.estimates import training_estimate
 from training.models import DatasetExample, DatasetExport, JobEvent, JobMetric, TrainingJob
 from training.selectors import job_evaluation_seconds, training_job_active, training_job_get
+from training.workdir import FAILURE_FILE
 from tutor.errors import DomainError, NotFound
 from tutor.models import Course, Person
 
