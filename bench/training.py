@@ -227,7 +227,7 @@ def retrain_to_promoted(examples: int, epochs: int, work: Path) -> dict:
             correction=f"Add the tens, then the ones: {a} + {b} = {a + b}.",
         )
     worker = subprocess.Popen(
-        [sys.executable, "-m", "celery", "-A", "tutor", "worker", "-Q", "default,gpu", "-c", "1"],
+        [sys.executable, "-m", "celery", "-A", "config", "worker", "-Q", "default,gpu", "-c", "1"],
         cwd=ROOT,
         env=os.environ.copy(),
         stdout=(work / "worker.log").open("w"),

@@ -36,8 +36,9 @@ def main(job_id: int) -> int:
 
     from django.db import transaction
 
-    from serving.adapters import active_adapter_name, adapter_load, adapter_register
+    from serving.adapters import adapter_register
     from serving.chat_templates import chat_template_path
+    from serving.client import active_adapter_name, adapter_load
     from serving.model_server import base_model_dir
     from serving.models import AdapterVersion
     from training.config import train_config

@@ -14,8 +14,8 @@ import requests
 from django.core.management import call_command
 from django.core.management.base import CommandError
 
-from serving.adapters import AdapterError, active_adapter_name, adapter_register, adapter_rollback
-from serving.client import model_for_course
+from serving.adapters import adapter_register, adapter_rollback
+from serving.client import AdapterError, active_adapter_name, model_for_course
 from serving.models import AdapterVersion
 from tests.support.chat import member
 from tests.support.models import arithmetic_dataset

@@ -128,7 +128,7 @@ def celery_worker(
         "CELERY_BROKER_URL": broker_url,
         "CELERY_RESULT_BACKEND": broker_url,
     }
-    argv = [sys.executable, "-m", "celery", "-A", "tutor", "worker", "-Q", queues, "-c", "1", "--loglevel", "INFO",
+    argv = [sys.executable, "-m", "celery", "-A", "config", "worker", "-Q", queues, "-c", "1", "--loglevel", "INFO",
             "--without-gossip", "--without-mingle", "-n", f"test-{os.getpid()}@%h"]  # fmt: skip
     process, log = spawn(argv, env, "celery-")
     try:
