@@ -72,6 +72,8 @@ from urllib.parse import urlsplit
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from tests.support.servers import asgi_app, celery_worker, demo_model_env, vllm_server  # noqa: E402
+
 OPENING = "Units first:"
 CLOSING = "Always write the unit!"
 COURSE = {"id": "bench-units-101", "label": "PHY101", "title": "Physics: units and measurement"}
@@ -739,7 +741,7 @@ def run(args: argparse.Namespace) -> int:
         CELERY_BROKER_URL=args.redis_url,
         CELERY_RESULT_BACKEND=args.redis_url,
         MODEL_PATH="",
-        MODEL_DEMO_DIR=os.environ.get("MODEL_DEMO_DIR", str(ROOT / "var/models/smollm2-135m-instruct")),
+        **demo_model_env(),
         MODEL_TEMPERATURE="0",
         MODEL_MAX_REPLY_TOKENS=str(args.reply_tokens),
         CHAT_RATE_LIMIT="100000/min",
@@ -753,8 +755,6 @@ def run(args: argparse.Namespace) -> int:
     django.setup()
     from django.conf import settings
     from django.core.management import call_command
-
-    from tests.support.servers import asgi_app, celery_worker, vllm_server
 
     call_command("migrate", verbosity=0)
     train_items, held_out = course_items(args.exchanges, args.held_out, args.seed)
@@ -831,16 +831,16 @@ def run(args: argparse.Namespace) -> int:
             work=var / "trl",
             max_steps=smoke,
         )
-        import httpx
+        from serving.client import AdapterError, adapter_load
+        from serving.models import AdapterVersion, adapter_checksum
 
         name = "bench-plain-trl"
-        loaded = httpx.post(
-            vllm_url + "/v1/load_lora_adapter",
-            json={"lora_name": name, "lora_path": str(baseline.adapter)},
-            timeout=120,
-        )
-        if loaded.status_code != 200:
-            raise SystemExit(f"vLLM refused plain TRL's adapter: {loaded.status_code} {loaded.text[:300]}")
+        # Loaded as the app loads its own (checksummed), but never registered: no course is routed to it.
+        plain_trl = AdapterVersion(name=name, path=str(baseline.adapter), sha256=adapter_checksum(baseline.adapter))
+        try:
+            adapter_load(plain_trl)
+        except AdapterError as exc:
+            raise SystemExit(f"vLLM refused plain TRL's adapter: {exc}") from exc
         log("plain TRL's adapter loaded into vLLM; held-out questions")
         trl = held_out_through_vllm(name, system_text, held_out, args.concurrency)
 

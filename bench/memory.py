@@ -29,7 +29,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-MODEL = ROOT / "var/models/smollm2-135m-instruct"
+
+from tests.support.servers import demo_model_env  # noqa: E402
 
 
 def examples(count: int, seed: int = 0) -> list[dict]:
@@ -57,8 +58,9 @@ def examples(count: int, seed: int = 0) -> list[dict]:
 
 
 def child(kind: str, data: Path, steps: int, out: Path) -> None:
-    """Runs in the measured process."""
+    """Runs in the measured process, on the demo model main() prepared."""
     started = time.perf_counter()
+    model = Path(os.environ["MODEL_DEMO_DIR"])
     if kind == "trl":
         from datasets import Dataset
         from peft import LoraConfig
@@ -67,12 +69,12 @@ def child(kind: str, data: Path, steps: int, out: Path) -> None:
 
         rows = [json.loads(line) for line in data.read_text().splitlines()]
         trainer = SFTTrainer(
-            model=str(MODEL),
+            model=str(model),
             args=SFTConfig(
                 output_dir=str(out), max_steps=steps, use_cpu=True, bf16=False, report_to=[], save_strategy="no"
             ),
             train_dataset=Dataset.from_list(rows),
-            processing_class=AutoTokenizer.from_pretrained(MODEL),
+            processing_class=AutoTokenizer.from_pretrained(model),
             peft_config=LoraConfig(r=16, lora_alpha=32, target_modules="all-linear", task_type="CAUSAL_LM"),
         )
         begun = time.perf_counter()
@@ -88,7 +90,7 @@ def child(kind: str, data: Path, steps: int, out: Path) -> None:
         from training.recipe import run
 
         config = train_config(
-            base_model=str(MODEL), train_file=str(data), output_dir=str(out), overrides={"max_steps": steps}
+            base_model=str(model), train_file=str(data), output_dir=str(out), overrides={"max_steps": steps}
         )
         seconds = run(config).train_seconds
     print(json.dumps({"seconds_per_step": seconds / steps, "wall": time.perf_counter() - started}))
@@ -120,10 +122,16 @@ def main() -> None:
     os.environ.setdefault("DJANGO_DEBUG", "1")
     os.environ.setdefault("TUTOR_VAR_DIR", tempfile.mkdtemp(prefix="bench-memory-var-"))
     os.environ.pop("DATABASE_URL", None)
+    os.environ.update(demo_model_env())
     import django
 
     django.setup()
+    from django.conf import settings
+
+    from serving.demo_model import demo_model_prepare
     from training.jobs import child_environment
+
+    demo_model_prepare(target=settings.MODEL_DEMO_DIR)
 
     work = Path(tempfile.mkdtemp(prefix="bench-memory-"))
     data = work / "train.jsonl"

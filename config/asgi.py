@@ -27,7 +27,7 @@ def _adapters_reload_when_served() -> None:
 
     from django.db import connection
 
-    from serving.adapters import AdapterError, adapters_reload
+    from serving.client import AdapterError, adapters_reload
 
     try:
         for _ in range(60):

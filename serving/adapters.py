@@ -1,51 +1,41 @@
 """Adapter registry and hot-swap on vLLM's multi-LoRA server.
 
-    python manage.py adapters list|promote|rollback --course ID [--adapter-version N]
+    python manage.py adapters list|promote|rollback|reload --course ID [--adapter-version N]
 
 * `adapter_register` records a finished adapter folder (checksummed) as a candidate version.
-* `adapter_promote` loads it into vLLM under its versioned name (`POST /v1/load_lora_adapter`),
-  sends it a smoke request, then switches the course's active version in one transaction: new
-  requests use it at once, requests in flight finish on the version they started with. The
-  previous version stays loaded for an instant rollback; the one before is unloaded after
-  ADAPTER_RETIRE_GRACE_SECONDS (by default MODEL_REPLY_TIMEOUT_SECONDS: no reply can still be
-  running on it by then).
+* `adapter_promote` loads it into vLLM under its versioned name, sends it a smoke request, then
+  switches the course's active version in one transaction: new requests use it at once, requests
+  in flight finish on the version they started with. The previous version stays loaded for an
+  instant rollback; the one before is unloaded after ADAPTER_RETIRE_GRACE_SECONDS (by default
+  MODEL_REPLY_TIMEOUT_SECONDS: no reply can still be running on it by then).
 * `adapter_rollback` makes the previous version active again or, when the active version is the
   course's first (no previous one), retires it so the base model serves the course again; the
   rolled-back version is unloaded after the grace period either way.
 * `adapter_reject` retires a candidate that will never serve.
-* `adapters_reload` loads every active and previous adapter: at server start, and when vLLM
-  answers 404 for an adapter (it restarted), so no course silently falls back to the base.
+* `adapters_retire` unloads retired versions once the grace period is over (the
+  `serving.tasks.adapters_unload` task, enqueued by name when a switch commits).
+
+Every request to vLLM goes through serving.client (load, unload, smoke, and `adapters_reload`
+after vLLM restarted); this module decides which version serves which course.
 """
 
 from __future__ import annotations
 
-import hashlib
 import logging
 from pathlib import Path
 
-import httpx
+from celery import current_app
 from django.conf import settings
 from django.db import transaction
 from django.db.models import Max
 from django.utils import timezone
 
-from serving.models import AdapterVersion
+from serving.client import AdapterError, adapter_load, adapter_smoke, adapter_unload
+from serving.models import ADAPTER_FILES, AdapterVersion, adapter_checksum
 
 logger = logging.getLogger(__name__)
 Status = AdapterVersion.Status
-ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors")
-
-
-class AdapterError(Exception):
-    """A promotion, rollback or load that could not be done; the message says why."""
-
-
-def adapter_checksum(path: Path) -> str:
-    digest = hashlib.sha256()
-    for name in ADAPTER_FILES:
-        digest.update(name.encode())
-        digest.update((path / name).read_bytes())
-    return digest.hexdigest()
+UNLOAD_TASK = "serving.tasks.adapters_unload"
 
 
 @transaction.atomic
@@ -69,64 +59,13 @@ def adapter_register(*, course_id: int, path: Path, base_model: str, metrics: di
     )
 
 
-# -- talking to vLLM -------------------------------------------------------------------------------
-
-
-def _post(endpoint: str, body: dict) -> httpx.Response:
-    try:
-        return httpx.post(
-            f"{settings.VLLM_BASE_URL}{endpoint}", json=body, timeout=settings.MODEL_REPLY_TIMEOUT_SECONDS
-        )
-    except httpx.HTTPError as exc:
-        raise AdapterError(f"The model server cannot be reached ({exc.__class__.__name__}).") from exc
-
-
-def loaded_adapters() -> set[str]:
-    try:
-        response = httpx.get(f"{settings.VLLM_BASE_URL}/v1/models", timeout=settings.MODEL_CONNECT_TIMEOUT_SECONDS)
-        response.raise_for_status()
-    except httpx.HTTPError as exc:
-        raise AdapterError(f"The model server cannot be reached ({exc.__class__.__name__}).") from exc
-    return {model["id"] for model in response.json()["data"] if model["id"] != settings.MODEL_SERVED_NAME}
-
-
-def adapter_load(adapter: AdapterVersion) -> None:
-    """Loads the adapter into vLLM (a no-op when it is already loaded)."""
-    if adapter_checksum(Path(adapter.path)) != adapter.sha256:
-        raise AdapterError(f"{adapter.name}'s files changed since it was registered; refusing to load them.")
-    response = _post("/v1/load_lora_adapter", {"lora_name": adapter.name, "lora_path": adapter.path})
-    if response.status_code == 400 and "already" in response.text.lower():
-        return
-    if response.status_code != 200:
-        raise AdapterError(f"vLLM refused to load {adapter.name}: {response.status_code} {response.text[:300]}")
-
-
-def adapter_unload(name: str) -> None:
-    response = _post("/v1/unload_lora_adapter", {"lora_name": name})
-    if response.status_code not in (200, 400, 404):
-        raise AdapterError(f"vLLM refused to unload {name}: {response.status_code} {response.text[:300]}")
-
-
-def _smoke(adapter: AdapterVersion) -> None:
-    response = _post(
-        "/v1/chat/completions",
-        {"model": adapter.name, "messages": [{"role": "user", "content": "Hello"}], "max_tokens": 2},
-    )
-    if response.status_code != 200 or response.json().get("model") != adapter.name:
-        raise AdapterError(f"{adapter.name} did not answer a smoke request: {response.status_code}")
-
-
-# -- promotion and rollback ------------------------------------------------------------------------------
-
-
 def _retire_later(names: list[str]) -> None:
     """Unloads versions nobody is routed to any more, once any reply still running on them is over
-    (a Celery task with a countdown, so it survives the process that promoted). Sent with
-    `robust=True`: a broker that is down leaves them loaded (logged), not the switch undone."""
+    (a Celery task with a countdown, so it survives the process that promoted; sent by name, as
+    the registry sits below its tasks). Called on commit with `robust=True`: a broker that is
+    down leaves them loaded (logged), not the switch undone."""
     if names:
-        from serving.tasks import adapters_unload
-
-        adapters_unload.apply_async(args=[names], countdown=settings.ADAPTER_RETIRE_GRACE_SECONDS)
+        current_app.send_task(UNLOAD_TASK, args=[names], countdown=settings.ADAPTER_RETIRE_GRACE_SECONDS)
 
 
 def adapter_promote(*, adapter: AdapterVersion) -> AdapterVersion:
@@ -134,11 +73,11 @@ def adapter_promote(*, adapter: AdapterVersion) -> AdapterVersion:
     if AdapterVersion.objects.filter(pk=adapter.pk, status=Status.REJECTED).exists():
         raise AdapterError(f"{adapter.name} was rejected; train a new version instead.")
     adapter_load(adapter)
-    _smoke(adapter)
+    adapter_smoke(name=adapter.name)
     with transaction.atomic():
         current = list(
             AdapterVersion.objects.select_for_update().filter(
-                course_id=adapter.course_id, status__in=[Status.ACTIVE, Status.PREVIOUS]
+                course_id=adapter.course_id, status__in=AdapterVersion.KEPT_LOADED
             )
         )
         retired = [a for a in current if a.status == Status.PREVIOUS and a.pk != adapter.pk]
@@ -201,21 +140,15 @@ def adapter_rollback(*, course_id: int, active_id: int | None = None) -> Adapter
     return target
 
 
-def adapters_reload() -> list[str]:
-    """Loads every active and previous adapter that vLLM does not have (after a restart)."""
-    wanted = AdapterVersion.objects.filter(status__in=[Status.ACTIVE, Status.PREVIOUS])
-    have = loaded_adapters()
-    loaded = []
-    for adapter in wanted:
-        if adapter.name not in have:
-            adapter_load(adapter)
-            loaded.append(adapter.name)
-    if loaded:
-        logger.info("loaded %s into the model server", loaded)
-    return loaded
-
-
-def active_adapter_name(*, course_id: int) -> str | None:
-    return (
-        AdapterVersion.objects.filter(course_id=course_id, status=Status.ACTIVE).values_list("name", flat=True).first()
-    )
+def adapters_retire(*, names: list[str]) -> list[str]:
+    """Unloads those of `names` that no course is routed to (a version made active again during
+    the grace period is kept); returns the ones unloaded. A failed unload is logged, not raised:
+    a retired adapter left loaded costs memory, not correctness."""
+    unloaded = []
+    for adapter in AdapterVersion.objects.filter(name__in=names).exclude(status__in=AdapterVersion.KEPT_LOADED):
+        try:
+            adapter_unload(adapter.name)
+            unloaded.append(adapter.name)
+        except AdapterError as exc:
+            logger.warning("could not unload %s: %s", adapter.name, exc)
+    return unloaded

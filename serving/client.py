@@ -1,15 +1,23 @@
 """The model-server client: the only code that talks to vLLM.
 
-vLLM speaks the OpenAI API, so this uses the `openai` package (sync for JSON
-replies, async for streams) against `VLLM_BASE_URL/v1`, with our timeouts and
-no hidden retries: a failure becomes `ModelServerUnavailable` (the chat turns it
-into a clear 503 and keeps the student's message). serving imports nothing from
-the other apps.
+Replies (whole or streamed), prompt sizes, moderation labels, and the adapters vLLM holds
+(listed, loaded, unloaded, smoke-tested). vLLM speaks the OpenAI API, so replies use the
+`openai` package (sync for JSON replies, async for streams) against `VLLM_BASE_URL/v1`;
+vLLM's own endpoints (`/tokenize`, `/v1/load_lora_adapter`, `/v1/unload_lora_adapter`) use
+httpx. Our timeouts, no hidden retries: a reply that fails becomes `ModelServerUnavailable`
+(the chat turns it into a clear 503 and keeps the student's message), an adapter operation that
+fails becomes `AdapterError`.
+
+Layers (see .importlinter): serving.tasks -> serving.adapters (the registry: promote, roll
+back, retire) -> this client -> serving.models. The client reads the registry's table itself
+to route a course (`model_for_course`) and to load adapters again after vLLM restarts
+(`adapters_reload`); it never writes it. serving imports nothing from the other apps.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import weakref
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
@@ -17,11 +25,20 @@ from functools import cache
 
 import httpx
 import openai
+from asgiref.sync import sync_to_async
 from django.conf import settings
+
+from serving.models import AdapterVersion
+
+logger = logging.getLogger(__name__)
 
 
 class ModelServerUnavailable(Exception):
     """The model server could not give a reply; the message says why in plain words."""
+
+
+class AdapterError(Exception):
+    """A promotion, rollback or load that could not be done; the message says why."""
 
 
 @dataclass(frozen=True)
@@ -100,8 +117,6 @@ def _adapter_missing(exc: Exception, model: str) -> bool:
 
 
 def _reload_adapters() -> None:
-    from serving.adapters import AdapterError, adapters_reload
-
     try:
         adapters_reload()
     except AdapterError as exc:
@@ -127,8 +142,6 @@ def chat_complete(*, model: str, messages: list[dict]) -> Reply:
 
 async def chat_stream(*, model: str, messages: list[dict]) -> AsyncIterator[ReplyPiece]:
     """The reply as it is generated, piece by piece, each with the model vLLM says produced it."""
-    from asgiref.sync import sync_to_async
-
     client = _async_client(settings.VLLM_BASE_URL)
     try:
         try:
@@ -209,8 +222,79 @@ def moderation_classify(*, instructions: str, text: str, labels: Sequence[str]) 
     return answer
 
 
+def active_adapter_name(*, course_id: int) -> str | None:
+    return (
+        AdapterVersion.objects.filter(course_id=course_id, status=AdapterVersion.Status.ACTIVE)
+        .values_list("name", flat=True)
+        .first()
+    )
+
+
 def model_for_course(*, course_id: int) -> str:
     """The model name a course's requests use: its active adapter, else the base model."""
-    from serving.adapters import active_adapter_name
-
     return active_adapter_name(course_id=course_id) or settings.MODEL_SERVED_NAME
+
+
+# -- the adapters vLLM holds -----------------------------------------------------------------------
+
+
+def _adapter_post(endpoint: str, body: dict) -> httpx.Response:
+    try:
+        return _http_client(settings.VLLM_BASE_URL).post(endpoint, json=body)
+    except httpx.HTTPError as exc:
+        raise AdapterError(f"The model server cannot be reached ({exc.__class__.__name__}).") from exc
+
+
+def adapters_loaded() -> set[str]:
+    """The adapters vLLM serves now (the base model left out)."""
+    try:
+        response = _http_client(settings.VLLM_BASE_URL).get(
+            "/v1/models", timeout=settings.MODEL_CONNECT_TIMEOUT_SECONDS
+        )
+        response.raise_for_status()
+    except httpx.HTTPError as exc:
+        raise AdapterError(f"The model server cannot be reached ({exc.__class__.__name__}).") from exc
+    return {model["id"] for model in response.json()["data"] if model["id"] != settings.MODEL_SERVED_NAME}
+
+
+def adapter_load(adapter: AdapterVersion) -> None:
+    """Loads the adapter into vLLM (a no-op when it is already loaded)."""
+    if not adapter.files_intact():
+        raise AdapterError(f"{adapter.name}'s files changed since it was registered; refusing to load them.")
+    response = _adapter_post("/v1/load_lora_adapter", {"lora_name": adapter.name, "lora_path": adapter.path})
+    if response.status_code == 400 and "already" in response.text.lower():
+        return
+    if response.status_code != 200:
+        raise AdapterError(f"vLLM refused to load {adapter.name}: {response.status_code} {response.text[:300]}")
+
+
+def adapter_unload(name: str) -> None:
+    response = _adapter_post("/v1/unload_lora_adapter", {"lora_name": name})
+    if response.status_code not in (200, 400, 404):
+        raise AdapterError(f"vLLM refused to unload {name}: {response.status_code} {response.text[:300]}")
+
+
+def adapter_smoke(*, name: str) -> None:
+    """A two-token request to a loaded adapter, which vLLM must say it answered itself."""
+    try:
+        completion = _sync_client(settings.VLLM_BASE_URL).chat.completions.create(
+            model=name, messages=[{"role": "user", "content": "Hello"}], max_tokens=2
+        )
+    except openai.OpenAIError as exc:
+        status = getattr(exc, "status_code", exc.__class__.__name__)
+        raise AdapterError(f"{name} did not answer a smoke request: {status}") from exc
+    if completion.model != name:
+        raise AdapterError(f"{name} did not answer a smoke request: {completion.model} answered")
+
+
+def adapters_reload() -> list[str]:
+    """Loads every active and previous adapter that vLLM does not have (after a restart)."""
+    have = adapters_loaded()
+    loaded = []
+    for adapter in AdapterVersion.objects.filter(status__in=AdapterVersion.KEPT_LOADED):
+        if adapter.name not in have:
+            adapter_load(adapter)
+            loaded.append(adapter.name)
+    if loaded:
+        logger.info("loaded %s into the model server", loaded)
+    return loaded

@@ -2,8 +2,22 @@
 
 from __future__ import annotations
 
+import hashlib
+from pathlib import Path
+
 from django.db import models
 from django.db.models import Q
+
+ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors")
+
+
+def adapter_checksum(path: Path) -> str:
+    """The adapter folder's files, hashed: recorded at registration, checked before every load."""
+    digest = hashlib.sha256()
+    for name in ADAPTER_FILES:
+        digest.update(name.encode())
+        digest.update((Path(path) / name).read_bytes())
+    return digest.hexdigest()
 
 
 class AdapterVersion(models.Model):
@@ -20,6 +34,9 @@ class AdapterVersion(models.Model):
         PREVIOUS = "previous", "Previous (kept loaded for rollback)"
         RETIRED = "retired", "Retired (unloaded)"
         REJECTED = "rejected", "Rejected"
+
+    # What vLLM must have loaded: the versions serving a course and those kept for an instant rollback.
+    KEPT_LOADED = (Status.ACTIVE, Status.PREVIOUS)
 
     course = models.ForeignKey("tutor.Course", related_name="adapters", on_delete=models.CASCADE)
     version = models.PositiveIntegerField()
@@ -43,3 +60,7 @@ class AdapterVersion(models.Model):
 
     def __str__(self) -> str:
         return f"{self.name} ({self.status})"
+
+    def files_intact(self) -> bool:
+        """The folder still holds the files registered (a changed adapter is never loaded)."""
+        return adapter_checksum(Path(self.path)) == self.sha256

@@ -1,28 +1,13 @@
-"""Celery tasks of the serving app."""
+"""Celery tasks of the serving app: each parses its arguments and calls one registry service."""
 
 from __future__ import annotations
 
-import logging
-
 from celery import shared_task
 
-from serving.adapters import AdapterError, adapter_unload
-from serving.models import AdapterVersion
-
-logger = logging.getLogger(__name__)
+from serving.adapters import UNLOAD_TASK, adapters_retire
 
 
-@shared_task(name="serving.tasks.adapters_unload", acks_late=True)
+@shared_task(name=UNLOAD_TASK, acks_late=True)
 def adapters_unload(names: list[str]) -> list[str]:
-    """Unloads retired versions from vLLM, sent with a countdown of ADAPTER_RETIRE_GRACE_SECONDS after
-    they stopped being routed to. A version made active again meanwhile is kept."""
-    unloaded = []
-    for adapter in AdapterVersion.objects.filter(name__in=names):
-        if adapter.status in {AdapterVersion.Status.ACTIVE, AdapterVersion.Status.PREVIOUS}:
-            continue
-        try:
-            adapter_unload(adapter.name)
-            unloaded.append(adapter.name)
-        except AdapterError as exc:
-            logger.warning("could not unload %s: %s", adapter.name, exc)
-    return unloaded
+    """Sent with a countdown of ADAPTER_RETIRE_GRACE_SECONDS after the versions stopped being routed to."""
+    return adapters_retire(names=names)

@@ -214,8 +214,8 @@ def evaluate(attempt: Attempt, *, adapter: AdapterVersion) -> dict:
     served replies (without a held-out file, the training's metrics alone)."""
     from django.conf import settings
 
-    from serving.adapters import active_adapter_name, adapter_load
     from serving.chat_templates import chat_template_path
+    from serving.client import active_adapter_name, adapter_load
     from serving.models import AdapterVersion
     from training.evaluate import gate_replies, heldout_losses
 

