@@ -32,6 +32,7 @@ from django.utils import timezone
 
 from serving.client import AdapterError, adapter_load, adapter_smoke, adapter_unload
 from serving.models import ADAPTER_FILES, AdapterVersion, adapter_checksum
+from serving.selectors import adapter_rollback_target
 
 logger = logging.getLogger(__name__)
 Status = AdapterVersion.Status
@@ -100,11 +101,6 @@ def adapter_reject(*, adapter_id: int) -> bool:
         name = AdapterVersion.objects.values_list("name", flat=True).get(pk=adapter_id)
         transaction.on_commit(lambda: _retire_later([name]), robust=True)
     return bool(rejected)
-
-
-def adapter_rollback_target(*, course_id: int) -> AdapterVersion | None:
-    """The version a rollback makes active again; None: the base model (or nothing is active)."""
-    return AdapterVersion.objects.filter(course_id=course_id, status=Status.PREVIOUS).order_by("-version").first()
 
 
 def adapter_rollback(*, course_id: int, active_id: int | None = None) -> AdapterVersion | None:

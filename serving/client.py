@@ -29,6 +29,7 @@ from asgiref.sync import sync_to_async
 from django.conf import settings
 
 from serving.models import AdapterVersion
+from serving.selectors import active_adapter_name
 
 logger = logging.getLogger(__name__)
 
@@ -220,14 +221,6 @@ def moderation_classify(*, instructions: str, text: str, labels: Sequence[str]) 
     if answer not in labels:
         raise ModelServerUnavailable(f"The moderation model answered with no label ({answer[:40]!r}).")
     return answer
-
-
-def active_adapter_name(*, course_id: int) -> str | None:
-    return (
-        AdapterVersion.objects.filter(course_id=course_id, status=AdapterVersion.Status.ACTIVE)
-        .values_list("name", flat=True)
-        .first()
-    )
 
 
 def model_for_course(*, course_id: int) -> str:

@@ -215,7 +215,7 @@ def evaluate(attempt: Attempt, *, adapter: AdapterVersion) -> dict:
     from django.conf import settings
 
     from serving.chat_templates import chat_template_path
-    from serving.client import active_adapter_name, adapter_load
+    from serving.client import adapter_load, model_for_course
     from serving.models import AdapterVersion
     from training.evaluate import gate_replies, heldout_losses
 
@@ -248,7 +248,7 @@ def evaluate(attempt: Attempt, *, adapter: AdapterVersion) -> dict:
     attempt.on_phase("evaluating: the held-out questions answered through the model server")
     try:
         adapter_load(adapter)
-        current = active_adapter_name(course_id=attempt.job.course_id) or settings.MODEL_SERVED_NAME
+        current = model_for_course(course_id=attempt.job.course_id)
         evaluation.update(
             gate_replies(
                 eval_file=eval_file,

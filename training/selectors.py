@@ -12,8 +12,8 @@ from django.conf import settings
 from django.db.models import Max
 from django.utils import timezone
 
-from serving.adapters import adapter_rollback_target
 from serving.models import AdapterVersion
+from serving.selectors import adapter_rollback_target
 from training.estimates import throughput_latest
 from training.models import DatasetExport, TrainingJob, sibling_paths
 from tutor.errors import NotFound

@@ -14,8 +14,9 @@ from django.core.management import call_command
 from django.core.management.base import CommandError
 
 from serving.adapters import adapter_register, adapter_rollback
-from serving.client import AdapterError, active_adapter_name, model_for_course
+from serving.client import AdapterError, model_for_course
 from serving.models import AdapterVersion
+from serving.selectors import active_adapter_name
 from tests.support.chat import member
 from tests.support.models import word_adapter
 from tests.support.review import review_enter

@@ -10,7 +10,7 @@ from django.core.management.base import BaseCommand, CommandError
 
 from serving.adapters import adapter_promote, adapter_rollback
 from serving.client import AdapterError, adapters_reload
-from serving.models import AdapterVersion
+from serving.selectors import adapter_to_promote, adapter_versions
 
 
 class Command(BaseCommand):
@@ -35,8 +35,8 @@ class Command(BaseCommand):
                 return
             if course is None:
                 raise CommandError("--course is required.")
-            versions = AdapterVersion.objects.filter(course_id=course)
             if action == "list":
+                versions = adapter_versions(course_id=course)
                 for adapter in versions:
                     losses = {k: v for k, v in adapter.metrics.items() if k.endswith("_loss")}
                     self.stdout.write(f"v{adapter.version}  {adapter.status:9}  {adapter.name}  {losses}")
@@ -44,8 +44,7 @@ class Command(BaseCommand):
                     self.stdout.write("No adapter versions for this course.")
                 return
             if action == "promote":
-                chosen = versions.filter(version=version) if version else versions.filter(status="candidate")
-                adapter = chosen.order_by("-version").first()
+                adapter = adapter_to_promote(course_id=course, version=version)
                 if adapter is None:
                     raise CommandError("No such adapter version to promote.")
                 adapter = adapter_promote(adapter=adapter)
