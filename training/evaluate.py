@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from serving.client import ModelServerUnavailable, chat_complete
 from training.jsonl import jsonl_read
 
 
@@ -80,8 +81,6 @@ def gate_questions(*, eval_file: str, limit: int) -> list[dict]:
 
 
 def _short_error(exc: Exception) -> str:
-    from serving.client import ModelServerUnavailable
-
     if isinstance(exc, ModelServerUnavailable):  # "The tutor took too long to answer. Your message is saved; ..."
         return str(exc).split(". ")[0].rstrip(".")
     return f"{exc.__class__.__name__}: {exc}"[:200]
@@ -89,8 +88,6 @@ def _short_error(exc: Exception) -> str:
 
 def _served_reply(*, model: str, messages: list[dict]) -> dict:
     """One reply through vLLM, as a student would get it (serving.client, its limits and timeouts)."""
-    from serving.client import chat_complete
-
     try:
         return {"reply": chat_complete(model=model, messages=messages).content, "error": None}
     except Exception as exc:  # a failure is a result here: counted, shown, and it blocks the gate
