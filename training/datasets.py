@@ -53,7 +53,7 @@ from serving.chat_templates import chat_template_text
 from serving.model_server import base_model_dir
 from training.estimates import estimate_words, training_estimate
 from training.models import DatasetExample, DatasetExport, sibling_paths
-from tutor.errors import DomainError, NotFound
+from tutor.errors import DomainError
 from tutor.models import Conversation, Course, Membership, Message, MessageStatus, Person, ReviewDecision
 from tutor.prompts import system_prompt_for
 from tutor.selectors import tutor_settings_get
@@ -69,24 +69,6 @@ class EmptyDataset(DomainError):
     code = "dataset_empty"
     status = 409
     title = "Nothing to export"
-
-
-def course_resolve(*, course_ref: str) -> Course:
-    """Our course id, or the LMS's context id (a number is tried as our id first)."""
-    course = None
-    if course_ref.isdigit():
-        course = Course.objects.filter(pk=int(course_ref)).first()
-    if course is None:
-        matches = list(Course.objects.filter(lms_context_id=course_ref)[:2])
-        if len(matches) > 1:
-            raise DomainError(
-                f"Several LMSs have a course with context id {course_ref!r}; use our course id.",
-                code="ambiguous_course",
-            )
-        course = matches[0] if matches else None
-    if course is None:
-        raise NotFound(f"No course with id or LMS context id {course_ref!r}.")
-    return course
 
 
 @dataclass

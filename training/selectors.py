@@ -16,7 +16,7 @@ from serving.models import AdapterVersion
 from serving.selectors import adapter_rollback_target
 from training.estimates import throughput_latest
 from training.models import DatasetExport, TrainingJob, sibling_paths
-from tutor.errors import NotFound
+from tutor.errors import DomainError, NotFound
 from tutor.models import Course, ReplyReview, ReviewDecision
 
 RECENT_JOBS = 10
@@ -133,3 +133,21 @@ def training_overview(*, course_id: int) -> TrainingOverview:
         serving=next((a for a in adapters if a.status == AdapterVersion.Status.ACTIVE), None),
         rollback_to=adapter_rollback_target(course_id=course_id),
     )
+
+
+def course_resolve(*, course_ref: str) -> Course:
+    """Our course id, or the LMS's context id (a number is tried as our id first)."""
+    course = None
+    if course_ref.isdigit():
+        course = Course.objects.filter(pk=int(course_ref)).first()
+    if course is None:
+        matches = list(Course.objects.filter(lms_context_id=course_ref)[:2])
+        if len(matches) > 1:
+            raise DomainError(
+                f"Several LMSs have a course with context id {course_ref!r}; use our course id.",
+                code="ambiguous_course",
+            )
+        course = matches[0] if matches else None
+    if course is None:
+        raise NotFound(f"No course with id or LMS context id {course_ref!r}.")
+    return course

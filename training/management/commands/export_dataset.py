@@ -10,7 +10,8 @@ from pathlib import Path
 
 from django.core.management.base import BaseCommand, CommandError
 
-from training.datasets import course_resolve, dataset_export, report_lines
+from training.datasets import dataset_export, report_lines
+from training.selectors import course_resolve
 from tutor.errors import DomainError
 
 

@@ -14,10 +14,10 @@ import time
 from django.core.management.base import BaseCommand, CommandError
 
 from training.config import OVERRIDABLE, overrides_parser
-from training.datasets import course_resolve
 from training.estimates import duration_words
 from training.jobs import training_job_start
 from training.models import TrainingJob
+from training.selectors import course_resolve
 from tutor.errors import DomainError
 
 
