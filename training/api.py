@@ -12,7 +12,7 @@ from rest_framework.views import APIView
 
 from training.datasets import dataset_export
 from training.jobs import job_cancel, training_job_start
-from training.selectors import training_job_get
+from training.selectors import training_job_get, training_overview
 from tutor.access import IsCourseAdmin
 from tutor.parsers import StrictInputSerializer
 
@@ -110,3 +110,21 @@ class TrainingJobDetailApi(APIView):
     def delete(self, request: Request, job_id: int) -> Response:
         job = job_cancel(course_id=request.reviewer.course_id, job_id=job_id)
         return Response(TrainingJobOut(job).data)
+
+
+class TrainingStatusOut(serializers.Serializer):
+    """What the administrator's landing page shows: what serves the course, its latest job."""
+
+    serving = serializers.CharField(source="serving.name", allow_null=True)  # None: the base model
+    active = serializers.BooleanField()
+    latest = TrainingJobOut(allow_null=True)
+
+
+class TrainingStatusApi(APIView):
+    """Admins: the launched course's training at a glance (poll it while a job runs)."""
+
+    permission_classes = [IsCourseAdmin]
+
+    @extend_schema(responses=TrainingStatusOut)
+    def get(self, request: Request) -> Response:
+        return Response(TrainingStatusOut(training_overview(course_id=request.reviewer.course_id)).data)

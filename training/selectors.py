@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from django.conf import settings
-from django.db.models import Max
+from django.db.models import Count, Max
 from django.utils import timezone
 
 from serving.models import AdapterVersion
@@ -17,7 +17,7 @@ from serving.selectors import adapter_rollback_target
 from training.estimates import throughput_latest
 from training.models import DatasetExport, TrainingJob, sibling_paths
 from tutor.errors import DomainError, NotFound
-from tutor.models import Course, ReplyReview, ReviewDecision
+from tutor.models import Course, MemberName, Membership, ReplyReview, ReviewDecision, Role
 
 RECENT_JOBS = 10
 
@@ -33,6 +33,14 @@ def training_job_get(*, course_id: int, job_id: int) -> TrainingJob:
 def training_job_active(*, course_id: int) -> bool:
     """Whether the course has a job in progress (it holds the course's one training slot)."""
     return TrainingJob.objects.filter(course_id=course_id, state__in=TrainingJob.ACTIVE_STATES).exists()
+
+
+def training_jobs_by_state() -> dict[str, int]:
+    """How many training jobs are in each state, every state named (0 where none): /metrics."""
+    counts = dict.fromkeys(TrainingJob.State.values, 0)
+    for row in TrainingJob.objects.values("state").annotate(count=Count("pk")).order_by():
+        counts[row["state"]] = row["count"]
+    return counts
 
 
 def job_lease_wait(*, job_id: int) -> float | None:
@@ -151,3 +159,14 @@ def course_resolve(*, course_ref: str) -> Course:
     if course is None:
         raise NotFound(f"No course with id or LMS context id {course_ref!r}.")
     return course
+
+
+def course_admin_names(*, course_id: int) -> tuple[int, list[str]]:
+    """How many administrators of the course have opened the tutor, and their names as the LMS
+    gave them (for the course's teachers: who to ask about training; none when REVIEW_SHOW_NAMES
+    is off)."""
+    admins = Membership.objects.filter(course_id=course_id, role=Role.ADMIN)
+    if not settings.REVIEW_SHOW_NAMES:
+        return admins.count(), []
+    names = [str(name) for name in MemberName.objects.filter(membership__in=admins).order_by("membership_id")]
+    return admins.count(), [name for name in names if name]

@@ -17,12 +17,14 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable
+from urllib.parse import urlsplit
 
+from django.conf import settings
 from django.http import HttpRequest, HttpResponse
 from rest_framework.request import Request
 
-from tutor.auth import IsLaunched, launch_session_read
-from tutor.errors import Forbidden, NotAuthenticated, NotFound
+from tutor.auth import IsLaunched, Launched, launch_session_enter, launch_session_read, launch_token_read
+from tutor.errors import DomainError, Forbidden, NotAuthenticated, NotFound
 from tutor.models import Membership, Role
 
 REVIEWER_ROLES = frozenset({Role.TEACHER, Role.ADMIN})
@@ -43,7 +45,10 @@ def reviewer_get(*, person_id: int, course_id: int) -> Membership:
 
 def admin_check(*, reviewer: Membership) -> None:
     if reviewer.role != Role.ADMIN:
-        raise Forbidden("Only administrators can export training data.")
+        raise Forbidden(
+            "Training the tutor is for the course's administrators. As a teacher you can review, correct and "
+            "approve replies (they become the training data); ask your LMS administrator to start a retraining."
+        )
 
 
 class IsCourseReviewer(IsLaunched):
@@ -93,3 +98,23 @@ def review_page(*, admin: bool = False) -> Callable:
         return wrapped
 
     return decorate
+
+
+class ReviewEntryRefused(DomainError):
+    code = "review_entry_refused"
+    status = 403
+    title = "The page could not be opened"
+
+
+def review_entry_open(request: HttpRequest, *, refusal: str) -> tuple[Launched, Membership]:
+    """A review session for the launch whose token the launch page posted (POST t=<token>), for the
+    review and training pages' entries. The token travels in the body, never in a URL (access logs and
+    history keep URLs); the Origin must be the tool's own, which stops login CSRF. `refusal` says, in
+    the page's words, where to open it from instead."""
+    public = urlsplit(settings.PUBLIC_BASE_URL)
+    if request.headers.get("Origin") != f"{public.scheme}://{public.netloc}":
+        raise ReviewEntryRefused(refusal)
+    launched = launch_token_read(request.POST.get("t", ""))
+    reviewer = reviewer_get(person_id=launched.membership.person_id, course_id=launched.course_id)
+    launch_session_enter(request, launched=launched)
+    return launched, reviewer

@@ -27,6 +27,7 @@ from tutor.serializers import (
     ConversationDetailOut,
     ConversationFiltersIn,
     ConversationOut,
+    ConversationTitleIn,
     ExchangeOut,
     FlagActionIn,
     FlagFiltersIn,
@@ -34,6 +35,9 @@ from tutor.serializers import (
     MeOut,
     MessageIn,
     MessageOut,
+    PlacementIO,
+    PlacementOut,
+    PromptPreviewOut,
     RatingIn,
     ReviewConversationOut,
     ReviewIn,
@@ -41,10 +45,20 @@ from tutor.serializers import (
     SafetyAlertsIO,
     TrainingChoiceIO,
     TrainingConsentIO,
+    TutorDraftIn,
     TutorSettingsIO,
     TutorSettingsOut,
+    TutorTryIn,
+    TutorTryOut,
 )
-from tutor.services import training_consent_set, training_opt_out_set
+from tutor.services import (
+    conversation_delete,
+    placement_instructions_set,
+    training_consent_set,
+    training_opt_out_set,
+    tutor_settings_try,
+    tutor_settings_update,
+)
 
 
 class ChatThrottle(SimpleRateThrottle):
@@ -184,6 +198,10 @@ class ReviewFlagActionApi(APIView):
 
 
 class ConversationListApi(APIView):
+    """The caller's conversations, latest first. POST makes an empty one (for API clients that want
+    its id first); the chat page starts a conversation with its first message instead
+    (`POST /api/v1/conversations/messages/stream/`), so no empty one is ever stored by it."""
+
     @extend_schema(responses=ConversationOut(many=True))
     def get(self, request: Request) -> Response:
         return Response(ConversationOut(selectors.conversations_list(launched=request.user), many=True).data)
@@ -195,10 +213,31 @@ class ConversationListApi(APIView):
 
 
 class ConversationDetailApi(APIView):
+    """One of the caller's own conversations: read it, rename it (PATCH), delete it (DELETE: as
+    erasure does, refused with 409 `conversation_held_for_safety` while an urgent flag on it is
+    unresolved)."""
+
+    error_statuses = (409,)  # conversation_held_for_safety (DELETE)
+
     @extend_schema(responses=ConversationDetailOut)
     def get(self, request: Request, conversation_id: int) -> Response:
         conversation = selectors.conversation_get(launched=request.user, conversation_id=conversation_id)
         return Response(ConversationDetailOut(conversation).data)
+
+    @extend_schema(request=ConversationTitleIn, responses=ConversationOut)
+    def patch(self, request: Request, conversation_id: int) -> Response:
+        conversation = selectors.conversation_get(launched=request.user, conversation_id=conversation_id)
+        data = ConversationTitleIn(data=request.data)
+        data.is_valid(raise_exception=True)
+        if "title" in data.validated_data:
+            conversation = chat.conversation_rename(conversation=conversation, title=data.validated_data["title"])
+        return Response(ConversationOut(conversation).data)
+
+    @extend_schema(request=None, responses={204: None})
+    def delete(self, request: Request, conversation_id: int) -> Response:
+        conversation = selectors.conversation_get(launched=request.user, conversation_id=conversation_id)
+        conversation_delete(conversation=conversation)
+        return Response(status=status.HTTP_204_NO_CONTENT)
 
 
 class MessageCreateApi(APIView):
@@ -239,6 +278,10 @@ class MessageRatingApi(APIView):
         return Response(MessageOut(message).data)
 
 
+def _settings_context(launched) -> dict:
+    return {"current_reply_language": selectors.tutor_settings_get(course_id=launched.course_id).reply_language}
+
+
 class TutorSettingsApi(APIView):
     """The launched course's tutor settings; teachers and admins read all of them and may change them."""
 
@@ -248,12 +291,74 @@ class TutorSettingsApi(APIView):
         teacher = request.user.role in {Role.TEACHER, Role.ADMIN}
         return Response(TutorSettingsOut(tutor_settings, context={"teacher": teacher}).data)
 
-    @extend_schema(request=TutorSettingsIO, responses=TutorSettingsIO)
+    @extend_schema(request=TutorSettingsIO, responses=TutorSettingsOut)
     def put(self, request: Request) -> Response:
-        data = TutorSettingsIO(data=request.data)
+        data = TutorSettingsIO(data=request.data, context=_settings_context(request.user))
         data.is_valid(raise_exception=True)
-        tutor_settings = chat.tutor_settings_update(launched=request.user, **data.validated_data)
-        return Response(TutorSettingsIO(tutor_settings).data)
+        tutor_settings = tutor_settings_update(launched=request.user, **data.validated_data)
+        return Response(TutorSettingsOut(tutor_settings, context={"teacher": True}).data)
+
+
+def _draft(request: Request, serializer_class: type) -> tuple[selectors.TutorDraft, dict]:
+    data = serializer_class(data=request.data, context=_settings_context(request.user))
+    data.is_valid(raise_exception=True)
+    fields = data.validated_data
+    draft = selectors.tutor_draft(
+        launched=request.user,
+        changes=fields["settings"],
+        placement_instructions=fields.get("placement_instructions"),
+    )
+    return draft, fields
+
+
+class TutorSettingsPreviewApi(APIView):
+    """Teachers and admins: the exact system prompt the tutor would get under the form's settings
+    (saved or not) in the launched placement, and its length in the model's tokens. Saves nothing."""
+
+    permission_classes = [IsCourseReviewer]
+
+    @extend_schema(request=TutorDraftIn, responses=PromptPreviewOut)
+    def post(self, request: Request) -> Response:
+        draft, _ = _draft(request, TutorDraftIn)
+        return Response(PromptPreviewOut(selectors.system_prompt_preview(draft=draft)).data)
+
+
+class TutorSettingsTryApi(APIView):
+    """Teachers and admins: "try it as a student". The tutor's reply to one message under the
+    form's settings (saved or not), through the guardrails a student's message goes through, and
+    nothing recorded: no conversation, message, flag or dataset line, no log of the text (a
+    self-harm message gets the safe reply and raises no flag)."""
+
+    permission_classes = [IsCourseReviewer]
+    throttle_classes = [ChatThrottle]
+
+    @extend_schema(request=TutorTryIn, responses=TutorTryOut)
+    def post(self, request: Request) -> Response:
+        draft, fields = _draft(request, TutorTryIn)
+        tried = tutor_settings_try(launched=request.user, draft=draft, content=fields["content"])
+        return Response(TutorTryOut(tried).data)
+
+
+class PlacementApi(APIView):
+    """Teachers and admins: a placement of the launched course (an LTI link) and its own
+    instructions, added to the course's in conversations started there. Another course's: 404."""
+
+    permission_classes = [IsCourseReviewer]
+
+    @extend_schema(responses=PlacementOut)
+    def get(self, request: Request, placement_id: int) -> Response:
+        placement = selectors.placement_get(course_id=request.reviewer.course_id, placement_id=placement_id)
+        return Response(PlacementOut(placement).data)
+
+    @extend_schema(request=PlacementIO, responses=PlacementOut)
+    def put(self, request: Request, placement_id: int) -> Response:
+        placement = selectors.placement_get(course_id=request.reviewer.course_id, placement_id=placement_id)
+        data = PlacementIO(data=request.data)
+        data.is_valid(raise_exception=True)
+        placement = placement_instructions_set(
+            launched=request.user, placement=placement, instructions=data.validated_data["instructions"]
+        )
+        return Response(PlacementOut(placement).data)
 
 
 class SafetyAlertsApi(APIView):
@@ -295,7 +400,12 @@ async def _sse(events: AsyncIterator[dict]) -> AsyncIterator[bytes]:
 
 async def _screened_events(posted: chat.Posted) -> AsyncIterator[dict]:
     reply = posted.screened_reply
-    yield {"event": "start", "reply_id": reply.id, "message_id": posted.message.id}
+    yield {
+        "event": "start",
+        "reply_id": reply.id,
+        "message_id": posted.message.id,
+        "conversation_id": posted.message.conversation_id,
+    }
     yield {"event": "replaced", "text": reply.content}
     yield {"event": "done", "reply": reply}
 
@@ -310,7 +420,7 @@ def _event_stream(events: AsyncIterator[dict]) -> StreamingHttpResponse:
 class MessageStreamApi(APIView):
     """Send a message; the reply streams back as Server-Sent Events.
 
-    Events: `start` {reply_id, message_id}, `token` {text}…, then `done` {reply}, or
+    Events: `start` {reply_id, message_id, conversation_id}, `token` {text}…, then `done` {reply}, or
     `replaced` {text} when a guardrail swapped the reply (followed by `done`), or
     `error` {code, message, message_id} when the model server failed (the message is
     kept; POST …/reply/stream/ retries). The stream is generated asynchronously: no
@@ -328,6 +438,26 @@ class MessageStreamApi(APIView):
         if posted.screened_reply is not None:
             return _event_stream(_screened_events(posted))
         return _event_stream(chat.reply_stream(conversation=conversation))
+
+
+class ConversationStartStreamApi(APIView):
+    """Start a conversation with its first message; the reply streams back (the events above, the
+    new conversation's id in `start`). A refused message (empty, too long) stores nothing."""
+
+    throttle_classes = [ChatThrottle]
+
+    @extend_schema(
+        request=MessageIn,
+        responses={(200, "text/event-stream"): ServerSentEvent},
+        operation_id="v1_conversation_start_stream",
+    )
+    def post(self, request: Request) -> StreamingHttpResponse:
+        data = MessageIn(data=request.data)
+        data.is_valid(raise_exception=True)
+        posted = chat.conversation_start_with_message(launched=request.user, content=data.validated_data["content"])
+        if posted.screened_reply is not None:
+            return _event_stream(_screened_events(posted))
+        return _event_stream(chat.reply_stream(conversation=posted.message.conversation))
 
 
 class ReplyStreamApi(APIView):

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
@@ -22,11 +23,11 @@ from django.db import transaction
 from django.utils import timezone
 
 from serving.client import ModelServerUnavailable, chat_complete, chat_stream, model_for_course
-from tutor import guardrails, scrubbing
+from tutor import guardrails, metrics, scrubbing
 from tutor.auth import Launched
-from tutor.errors import ChatModelUnavailable, DomainError, Forbidden, MessageTooLong, NothingToAnswer
+from tutor.errors import ChatModelUnavailable, DomainError, MessageTooLong, NothingToAnswer
 from tutor.flags import flag_raise
-from tutor.models import Conversation, Message, MessageStatus, Role, TutorSettings
+from tutor.models import Conversation, Message, MessageStatus
 from tutor.prompts import system_prompt_record
 from tutor.selectors import (
     message_fits_model,
@@ -41,21 +42,47 @@ logger = logging.getLogger(__name__)
 Sender = Message.Sender
 
 
-def conversation_start(*, launched: Launched) -> Conversation:
-    """A new, empty conversation of the caller in the launched course."""
-    return Conversation.objects.create(
-        course_id=launched.course_id, placement_id=launched.placement_id, person_id=launched.membership.person_id
-    )
-
-
 @dataclass(frozen=True)
 class Posted:
     message: Message
     screened_reply: Message | None  # the safe reply, when a guardrail answered instead of the model
 
 
+TITLE_MAX_CHARS = 200  # Conversation.title's column
+
+
+def _conversation_new(*, launched: Launched) -> Conversation:
+    return Conversation(
+        course_id=launched.course_id, placement_id=launched.placement_id, person_id=launched.membership.person_id
+    )
+
+
+def conversation_start(*, launched: Launched) -> Conversation:
+    """A new, empty conversation of the caller in the launched course (for API clients that want
+    its id first; the chat page starts one with its first message, `conversation_start_with_message`)."""
+    conversation = _conversation_new(launched=launched)
+    conversation.save()
+    return conversation
+
+
+def conversation_start_with_message(*, launched: Launched, content: str) -> Posted:
+    """A new conversation of the caller, stored together with its first message: a message that
+    is refused (empty, too long) leaves no conversation behind."""
+    return message_post(conversation=_conversation_new(launched=launched), content=content)
+
+
+def conversation_rename(*, conversation: Conversation, title: str) -> Conversation:
+    """The student's own title for their conversation. Teachers see titles on their review pages,
+    so it is scrubbed like a message (the student sees the same scrubbed title)."""
+    scrubbed = scrubbing.text_scrub(conversation=conversation, text=title.strip()).text.strip()
+    conversation.title = scrubbed[:TITLE_MAX_CHARS]
+    conversation.save(update_fields=["title", "updated_at"])
+    return conversation
+
+
 def message_post(*, conversation: Conversation, content: str) -> Posted:
-    """Stores the student's message (committed before any model call). A message that trips
+    """Stores the student's message (committed before any model call); an unsaved `conversation`
+    is stored with it, in the same transaction. A message that trips
     an input guardrail (tutor.guardrails: rules, context, the optional moderation model) is
     answered with the safe reply, in the course's language, and flagged for the teachers.
 
@@ -83,6 +110,8 @@ def message_post(*, conversation: Conversation, content: str) -> Posted:
 
 
 def _message_store(*, conversation: Conversation, content: str, scrubbed: dict, verdict, system_prompt: str) -> Posted:
+    if conversation.pk is None:
+        conversation.save()
     message = Message.objects.create(
         conversation=conversation,
         sender=Sender.STUDENT,
@@ -184,18 +213,23 @@ def reply_generate(*, conversation: Conversation) -> Message:
     student_message = unanswered_student_message(conversation=conversation)
     if student_message is None:
         raise NothingToAnswer("There is no student message waiting for an answer.")
+    started = time.monotonic()
     system_prompt, reply = reply_open(conversation=conversation)
     try:
         messages = prompt_fit(conversation=conversation)
-        answer = chat_complete(model=reply.model_name, messages=messages)
+        answer = chat_complete(model=reply.model_name, messages=messages, course_id=conversation.course_id)
     except ModelServerUnavailable as exc:
         _reply_fail(reply, text="", status=MessageStatus.FAILED, error_code="model_unavailable")
+        metrics.reply_failed(mode="whole", code="model_unavailable")
         raise ChatModelUnavailable(str(exc), message_id=student_message.id, retry=True) from exc
     except MessageTooLong as exc:
         _reply_fail(reply, text="", status=MessageStatus.FAILED, error_code=exc.code)
+        metrics.reply_failed(mode="whole", code=exc.code)
         exc.detail["message_id"] = student_message.id
         raise
-    return _reply_finish(reply, text=answer.content, system_prompt=system_prompt, model_name=answer.model)
+    reply = _reply_finish(reply, text=answer.content, system_prompt=system_prompt, model_name=answer.model)
+    metrics.reply_completed(mode="whole", seconds=time.monotonic() - started)
+    return reply
 
 
 def reply_stream(*, conversation: Conversation) -> AsyncIterator[dict]:
@@ -212,26 +246,36 @@ def reply_stream(*, conversation: Conversation) -> AsyncIterator[dict]:
 
 
 async def _reply_events(*, conversation: Conversation, student_message: Message) -> AsyncIterator[dict]:
+    started = time.monotonic()
     system_prompt, reply = await sync_to_async(reply_open)(conversation=conversation)
-    yield {"event": "start", "reply_id": reply.id, "message_id": student_message.id}
+    yield {
+        "event": "start",
+        "reply_id": reply.id,
+        "message_id": student_message.id,
+        "conversation_id": conversation.id,
+    }
     parts: list[str] = []
     served_by = None
     try:
         messages = await sync_to_async(prompt_fit)(conversation=conversation)
-        async for piece in chat_stream(model=reply.model_name, messages=messages):
+        async for piece in chat_stream(model=reply.model_name, messages=messages, course_id=conversation.course_id):
             parts.append(piece.text)
             served_by = piece.model
             if guardrails.screen_output_tail("".join(parts), system_prompt=system_prompt) is not None:
                 break  # _reply_finish stores the safe reply and the flag
+            if len(parts) == 1:
+                metrics.first_token(seconds=time.monotonic() - started)
             yield {"event": "token", "text": piece.text}
     except ModelServerUnavailable as exc:
         await sync_to_async(_reply_fail)(
             reply, text="".join(parts), status=MessageStatus.FAILED, error_code="model_unavailable"
         )
+        metrics.reply_failed(mode="stream", code="model_unavailable")
         yield {"event": "error", "code": "model_unavailable", "message": str(exc), "message_id": student_message.id}
         return
     except MessageTooLong as exc:
         await sync_to_async(_reply_fail)(reply, text="", status=MessageStatus.FAILED, error_code=exc.code)
+        metrics.reply_failed(mode="stream", code=exc.code)
         yield {"event": "error", "code": exc.code, "message": exc.message, "message_id": student_message.id}
         return
     except (asyncio.CancelledError, GeneratorExit):
@@ -241,10 +285,12 @@ async def _reply_events(*, conversation: Conversation, student_message: Message)
                 reply, text="".join(parts), status=MessageStatus.INTERRUPTED, error_code="client_gone"
             )
         )
+        metrics.reply_interrupted(mode="stream")
         raise
     reply = await sync_to_async(_reply_finish)(
         reply, text="".join(parts), system_prompt=system_prompt, model_name=served_by
     )
+    metrics.reply_completed(mode="stream", seconds=time.monotonic() - started)
     if reply.guardrail:
         yield {"event": "replaced", "text": reply.content}
     yield {"event": "done", "reply": reply}
@@ -256,15 +302,3 @@ def message_rate(*, launched: Launched, message_id: int, value: int) -> Message:
     message.student_rating = value or None
     message.save(update_fields=["student_rating"])
     return message
-
-
-@transaction.atomic
-def tutor_settings_update(*, launched: Launched, **fields) -> TutorSettings:
-    """A teacher or admin changes the launched course's tutor (the fields of TutorSettingsIO)."""
-    if launched.role not in {Role.TEACHER, Role.ADMIN}:
-        raise Forbidden("Only the course's teachers can change its tutor.")
-    tutor_settings, _ = TutorSettings.objects.select_for_update().get_or_create(course_id=launched.course_id)
-    for name, value in fields.items():
-        setattr(tutor_settings, name, value)
-    tutor_settings.save()
-    return tutor_settings

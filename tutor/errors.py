@@ -80,6 +80,14 @@ class MessageTooLong(DomainError):
     status = 400
 
 
+class ConversationHeldForSafety(DomainError):
+    """A student's delete of a conversation with an unresolved urgent flag (tutor.services)."""
+
+    code = "conversation_held_for_safety"
+    status = 409
+    title = "This conversation cannot be deleted yet"
+
+
 class DatabaseBusy(DomainError):
     """The database could not answer in time (SQLite's write lock, a lost connection): nothing of
     the request was written (its transaction rolled back), so the same request can be sent again."""

@@ -12,7 +12,8 @@ from django.shortcuts import render
 from tutor.alerts import flag_banner_show
 from tutor.auth import launch_begin
 from tutor.models import LearnerLevel, Role
-from tutor.selectors import category_label
+from tutor.prompts import REPLY_LANGUAGES
+from tutor.selectors import category_label, tutor_settings_get
 from tutor.services import CourseEntry
 
 
@@ -23,6 +24,7 @@ def course_home(request: HttpRequest, *, entry: CourseEntry) -> HttpResponse:
     placement_id = entry.placement.id if entry.placement else None
     token = launch_begin(request, membership_id=membership.id, placement_id=placement_id)
     banner = flag_banner_show(membership=membership) if membership.role in {Role.TEACHER, Role.ADMIN} else []
+    tutor_settings = tutor_settings_get(course_id=membership.course_id)
     return render(
         request,
         "tutor/course_home.html",
@@ -34,6 +36,16 @@ def course_home(request: HttpRequest, *, entry: CourseEntry) -> HttpResponse:
             "tool_title": settings.TOOL_TITLE,
             "max_message_chars": settings.CHAT_MAX_MESSAGE_CHARS,
             "levels": LearnerLevel.choices,
+            "reply_languages": REPLY_LANGUAGES,
             "safety_banner": [(flag, category_label(flag.category)) for flag in banner],
+            # The chat's first screen and its notices (tutor/templates/tutor/_chat.html).
+            "greeting": tutor_settings.greeting,
+            "example_questions": [q for q in tutor_settings.example_questions or [] if isinstance(q, str) and q],
+            "subject": tutor_settings.subject,
+            "demo_notice": settings.DEMO_NOTICE,
+            "training_allowed": tutor_settings.training_consent,
+            "training_opted_out": membership.training_opt_out,
+            "review_show_names": settings.REVIEW_SHOW_NAMES,
+            "retention_days": settings.RETENTION_DAYS,
         },
     )

@@ -43,6 +43,11 @@ class Placement(models.Model):
     course = models.ForeignKey(Course, related_name="placements", on_delete=models.CASCADE)
     lms_resource_link_id = models.CharField(max_length=255)
     title = models.CharField(max_length=500, blank=True)
+    instructions = models.TextField(
+        blank=True,
+        help_text="Extra instructions for the tutor in this placement only (an assignment's own context), "
+        "added to the course's.",
+    )
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -124,6 +129,15 @@ class TutorSettings(models.Model):
     level = models.CharField(max_length=20, choices=LearnerLevel.choices, default=LearnerLevel.SECONDARY)
     reply_language = models.CharField(max_length=60, default="the student's language")
     socratic = models.BooleanField(default=False, help_text="Guide the student toward the answer instead of giving it.")
+    avoid = models.TextField(
+        blank=True,
+        help_text="Topics or answers the tutor must not give, one per line (for example: the answers to "
+        "this week's graded exercises).",
+    )
+    greeting = models.TextField(blank=True, help_text="What a student sees before their first question.")
+    example_questions = models.JSONField(
+        default=list, blank=True, help_text="A few questions a student can start from (a list of strings)."
+    )
     training_consent = models.BooleanField(
         default=False,
         help_text="Whether this course's conversations may be used to train its tutor (off until a teacher "

@@ -14,7 +14,7 @@ from django.utils import timezone
 from tutor import scrubbing
 from tutor.flags import flag_raise, flags_resolve_for_message
 from tutor.models import UNRESOLVED_FLAG_STATES, Flag, Membership, Message, ReplyReview, ReviewDecision
-from tutor.selectors import review_message_get, review_reply_get
+from tutor.selectors import review_message_get, review_pending_reply_ids, review_reply_get
 from tutor.services import review_event_record
 
 RATING_FIELDS = ("helpful", "correct", "pedagogically_sound", "age_appropriate")
@@ -65,6 +65,22 @@ def reply_review_update(
             **changes,
         )
     return review
+
+
+BULK_DECISIONS = (ReviewDecision.APPROVED, ReviewDecision.REJECTED)
+
+
+@transaction.atomic
+def replies_bulk_decide(*, reviewer: Membership, conversation_ids: list[int], decision: str) -> int:
+    """Approves or rejects every undecided reply of the chosen conversations of the course, each
+    as a single decision is (its own audit entry); a reply already approved or rejected keeps its
+    decision. Returns how many replies were decided."""
+    if decision not in BULK_DECISIONS:
+        raise ValueError(f"not a bulk decision: {decision}")
+    message_ids = review_pending_reply_ids(course_id=reviewer.course_id, conversation_ids=conversation_ids)
+    for message_id in message_ids:
+        reply_review_update(reviewer=reviewer, message_id=message_id, decision=decision)
+    return len(message_ids)
 
 
 @transaction.atomic

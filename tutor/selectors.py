@@ -9,12 +9,16 @@ review; flags; alerts.
 
 from __future__ import annotations
 
+import functools
 import re
+from collections import Counter
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
-from datetime import date, timedelta
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
 
 from django.conf import settings
-from django.db.models import Count, Exists, OuterRef, Prefetch, Q, QuerySet
+from django.db.models import Count, Exists, Max, OuterRef, Prefetch, Q, QuerySet
 from django.db.models.functions import TruncWeek
 from django.utils import timezone
 
@@ -30,9 +34,12 @@ from tutor.models import (
     FlagAlert,
     FlagState,
     MemberName,
+    Membership,
     Message,
     MessageStatus,
+    Placement,
     ReviewDecision,
+    Role,
     TutorSettings,
 )
 from tutor.prompts import system_prompt_for
@@ -79,6 +86,82 @@ def tutor_settings_get(*, course_id: int) -> TutorSettings:
     return TutorSettings.objects.filter(course_id=course_id).first() or TutorSettings(course_id=course_id)
 
 
+def placement_get(*, course_id: int, placement_id: int) -> Placement:
+    """A placement of the course; 404 for another course's (we do not say it exists)."""
+    placement = Placement.objects.filter(pk=placement_id, course_id=course_id).first()
+    if placement is None:
+        raise NotFound("No such placement in this course.")
+    return placement
+
+
+@dataclass(frozen=True)
+class TutorDraft:
+    """The tutor as a teacher is editing it, saved or not: unsaved copies of the course's settings
+    and of the launched placement, with the form's values on them. Never saved."""
+
+    course: Course
+    tutor_settings: TutorSettings
+    placement: Placement | None
+
+    @property
+    def system_prompt(self) -> str:
+        return system_prompt_for(self.tutor_settings, course=self.course, placement=self.placement)
+
+
+def tutor_draft(*, launched: Launched, changes: Mapping[str, object], placement_instructions: str | None) -> TutorDraft:
+    """The course's saved settings with `changes` (TutorSettingsIO's fields) on top, and the
+    launched placement with `placement_instructions` (None: its saved ones)."""
+    saved = tutor_settings_get(course_id=launched.course_id)
+    # A copy without a primary key: saving it by mistake could not change the course's settings.
+    draft = TutorSettings(
+        **{
+            field.attname: getattr(saved, field.attname)
+            for field in TutorSettings._meta.concrete_fields
+            if not field.primary_key
+        }
+    )
+    for name, value in changes.items():
+        setattr(draft, name, value)
+    placement = None
+    if launched.placement_id is not None:
+        saved_placement = Placement.objects.filter(pk=launched.placement_id, course_id=launched.course_id).first()
+        if saved_placement is not None:
+            placement = Placement(
+                course_id=saved_placement.course_id,
+                title=saved_placement.title,
+                instructions=saved_placement.instructions if placement_instructions is None else placement_instructions,
+            )
+    return TutorDraft(course=launched.membership.course, tutor_settings=draft, placement=placement)
+
+
+@dataclass(frozen=True)
+class PromptPreview:
+    text: str
+    tokens: int | None  # None: the model server could not count now
+    context_tokens: int | None
+    reply_tokens: int
+
+    @property
+    def fits(self) -> bool | None:
+        """Whether a student's message still has room beside the prompt and the reply."""
+        if self.tokens is None:
+            return None
+        return self.tokens + self.reply_tokens < self.context_tokens
+
+
+def system_prompt_preview(*, draft: TutorDraft) -> PromptPreview:
+    """The exact system prompt the draft gives the tutor, measured in the served model's tokens
+    (the count the chat fits every prompt with, tutor.selectors.prompt_fit)."""
+    text = draft.system_prompt
+    try:
+        size = prompt_size(messages=[{"role": "system", "content": text}], course_id=draft.course.pk)
+    except ModelServerUnavailable:
+        return PromptPreview(text=text, tokens=None, context_tokens=None, reply_tokens=settings.MODEL_MAX_REPLY_TOKENS)
+    return PromptPreview(
+        text=text, tokens=size.tokens, context_tokens=size.context_tokens, reply_tokens=settings.MODEL_MAX_REPLY_TOKENS
+    )
+
+
 def course_exports_recent(*, course: Course, limit: int = 10) -> QuerySet:
     """The course's latest dataset exports (the training app's rows, read through the relation it
     declares, so tutor imports nothing of training)."""
@@ -108,26 +191,41 @@ def conversations_list(*, launched: Launched) -> QuerySet[Conversation]:
 
 
 def unanswered_student_message(*, conversation: Conversation) -> Message | None:
-    last = conversation.messages.exclude(status=MessageStatus.FAILED).order_by("-id").first()
+    """The last student message when no complete reply follows it: a failed reply, or one cut
+    short (the student may ask for it again), does not answer it."""
+    last = (
+        conversation.messages.exclude(status__in=[MessageStatus.FAILED, MessageStatus.INTERRUPTED])
+        .order_by("-id")
+        .first()
+    )
     if last is not None and last.sender == Sender.STUDENT:
         return last
     return None
 
 
 def system_prompt_get(*, conversation: Conversation) -> str:
-    """The system prompt the conversation's next reply is generated under (the course's settings now)."""
-    return system_prompt_for(tutor_settings_get(course_id=conversation.course_id), course=conversation.course)
+    """The system prompt the conversation's next reply is generated under: the course's settings
+    now, and the instructions of the placement the conversation was started in."""
+    return system_prompt_for(
+        tutor_settings_get(course_id=conversation.course_id),
+        course=conversation.course,
+        placement=conversation.placement,
+    )
 
 
 def _history_rows(*, conversation: Conversation) -> list[Message]:
     """The recent messages the model sees, oldest first: screened exchanges, failed replies and
     empty rows stay out of the model's context."""
-    return list(
+    rows = list(
         conversation.messages.exclude(status=MessageStatus.FAILED)
         .filter(guardrail="")
         .exclude(content="")
         .order_by("-id")[: settings.CHAT_HISTORY_MESSAGES]
     )[::-1]
+    # A retry after a reply was cut short answers the student's turn again, not the cut reply.
+    while rows and rows[-1].status == MessageStatus.INTERRUPTED:
+        rows.pop()
+    return rows
 
 
 def _turns(rows: list[Message]) -> list[dict]:
@@ -161,7 +259,7 @@ def prompt_fit(*, conversation: Conversation) -> list[dict]:
     rows = _history_rows(conversation=conversation)
     while True:
         messages = [system, *_turns(rows)]
-        size = prompt_size(messages=messages)
+        size = prompt_size(messages=messages, course_id=conversation.course_id)
         if size.fits(reply_tokens=settings.MODEL_MAX_REPLY_TOKENS):
             return messages
         if len(rows) <= 1:
@@ -180,6 +278,17 @@ def _too_long_for_model(size: PromptSize) -> MessageTooLong:
     )
 
 
+def draft_prompt_fit(*, draft: TutorDraft, content: str) -> list[dict]:
+    """The model's input for one message under a draft (no history: the try-it box is one
+    exchange), refused like a chat message when it does not fit the served model's context.
+    Raises ModelServerUnavailable when the model server cannot count."""
+    messages = [{"role": "system", "content": draft.system_prompt}, {"role": "user", "content": content}]
+    size = prompt_size(messages=messages, course_id=draft.course.pk)
+    if not size.fits(reply_tokens=settings.MODEL_MAX_REPLY_TOKENS):
+        raise _too_long_for_model(size)
+    return messages
+
+
 def message_fits_model(*, conversation: Conversation, content: str) -> None:
     """Refuses, before anything is stored, a message the served model cannot read with room for a
     reply. A model server that cannot count now does not stop the message: it is stored, and the
@@ -189,7 +298,7 @@ def message_fits_model(*, conversation: Conversation, content: str) -> None:
         {"role": "user", "content": content},
     ]
     try:
-        size = prompt_size(messages=messages)
+        size = prompt_size(messages=messages, course_id=conversation.course_id)
     except ModelServerUnavailable:
         return
     if not size.fits(reply_tokens=settings.MODEL_MAX_REPLY_TOKENS):
@@ -223,6 +332,8 @@ class ConversationFilters:
     rated_down: bool = False
     since: date | None = None
     until: date | None = None
+    student: str = ""  # the first 8 characters of the student's pseudonym, as the pages show it
+    text: str = ""  # found in the title or in a message's scrubbed copy (never the raw text)
 
 
 def review_conversations(*, course_id: int, filters: ConversationFilters) -> QuerySet[Conversation]:
@@ -248,7 +359,43 @@ def review_conversations(*, course_id: int, filters: ConversationFilters) -> Que
         conversations = conversations.filter(updated_at__date__gte=filters.since)
     if filters.until:
         conversations = conversations.filter(updated_at__date__lte=filters.until)
-    return conversations.select_related("person").order_by("-updated_at")
+    if filters.student:
+        conversations = conversations.filter(person__pseudonym__startswith=filters.student)
+    if filters.text:
+        # The scrubbed copy only: a search for a name must not find the messages it was removed from.
+        found = Message.objects.filter(conversation=OuterRef("pk"), content_scrubbed__icontains=filters.text)
+        conversations = conversations.filter(Q(title__icontains=filters.text) | Exists(found))
+    return conversations.select_related("person").order_by("-updated_at", "-id")
+
+
+def _pending_replies() -> QuerySet[Message]:
+    """Tutor replies a teacher can still approve or reject (complete, not screened, undecided)."""
+    return (
+        Message.objects.filter(sender=Sender.TUTOR, status=MessageStatus.COMPLETE, guardrail="")
+        .exclude(review__decision__in=[ReviewDecision.APPROVED, ReviewDecision.REJECTED])
+        .order_by("id")
+    )
+
+
+def review_pending_reply_ids(*, course_id: int, conversation_ids: list[int]) -> list[int]:
+    """The undecided replies of the course's conversations among `conversation_ids` (bulk review)."""
+    return list(
+        _pending_replies()
+        .filter(conversation__course_id=course_id, conversation_id__in=conversation_ids)
+        .values_list("id", flat=True)
+    )
+
+
+def review_next_unreviewed(*, course_id: int, after: Conversation | None = None) -> Conversation | None:
+    """The next conversation with undecided replies, in the course page's order (latest first),
+    after `after`; from the top again when none follows it."""
+    waiting = Conversation.objects.filter(
+        course_id=course_id, pk__in=_pending_replies().values("conversation_id")
+    ).order_by("-updated_at", "-id")
+    if after is None:
+        return waiting.first()
+    later_in_list = Q(updated_at__lt=after.updated_at) | Q(updated_at=after.updated_at, id__lt=after.id)
+    return waiting.filter(later_in_list).first() or waiting.exclude(pk=after.pk).first()
 
 
 def review_conversation_get(*, course_id: int, conversation_id: int) -> Conversation:
@@ -316,6 +463,116 @@ def course_overview(*, course_id: int, weeks: int = 8) -> dict:
         "corrected": replies.filter(review__decision=ReviewDecision.APPROVED).exclude(review__correction="").count(),
         "rejected": replies.filter(review__decision=ReviewDecision.REJECTED).count(),
     }
+
+
+@dataclass(frozen=True)
+class StudentActivity:
+    person_id: int
+    pseudonym: str  # the first 8 characters, as the pages show it
+    name: str  # the name the LMS sent ("" unless REVIEW_SHOW_NAMES)
+    conversations: int
+    questions: int
+    rated_down: int
+    last_active: datetime | None
+
+
+def course_student_activity(*, course_id: int, names: dict[int, str]) -> list[StudentActivity]:
+    """Every student of the course with their conversations, questions and replies rated down,
+    the most recently active first (two queries, whatever the number of students)."""
+    activity = {
+        row["person_id"]: row
+        for row in Conversation.objects.filter(course_id=course_id)
+        .values("person_id")
+        .annotate(
+            conversations=Count("id", distinct=True),
+            questions=Count("messages", filter=Q(messages__sender=Sender.STUDENT)),
+            rated_down=Count("messages", filter=Q(messages__student_rating=-1)),
+            last_active=Max("updated_at"),
+        )
+    }
+    students = Membership.objects.filter(course_id=course_id, role=Role.STUDENT).values_list(
+        "person_id", "person__pseudonym"
+    )
+    rows = [
+        StudentActivity(
+            person_id=person_id,
+            pseudonym=pseudonym[:8],
+            name=names.get(person_id, ""),
+            conversations=activity.get(person_id, {}).get("conversations", 0),
+            questions=activity.get(person_id, {}).get("questions", 0),
+            rated_down=activity.get(person_id, {}).get("rated_down", 0),
+            last_active=activity.get(person_id, {}).get("last_active"),
+        )
+        for person_id, pseudonym in students
+    ]
+    oldest = datetime.min.replace(tzinfo=UTC)
+    return sorted(rows, key=lambda row: (row.last_active or oldest, row.questions), reverse=True)
+
+
+STOPWORDS_DIR = Path(__file__).resolve().parent / "data" / "stopwords"
+# Letters only, three or more; the scrubber's placeholders (<PERSON>…) and LaTeX commands
+# (\frac, \sqrt) are not words of the question and are removed before.
+TOPIC_WORD = re.compile(r"[^\W\d_]{3,}(?:['’-][^\W\d_]+)*")
+NOT_WORDS = re.compile(r"<[A-Z_]+>|\\[A-Za-z]+")
+
+
+@functools.cache
+def topic_stopwords() -> frozenset[str]:
+    """Stop words of English, Spanish, French and German, and words of asking ("explain", "help")."""
+    words: set[str] = set()
+    for path in sorted(STOPWORDS_DIR.glob("*.txt")):
+        words.update(line.strip() for line in path.read_text().splitlines() if line.strip() and line[0] != "#")
+    return frozenset(words)
+
+
+@dataclass(frozen=True)
+class Topics:
+    words: list[tuple[str, int]]  # a word and in how many questions it appears, most first
+    questions: int  # how many questions were read
+    since: date
+
+
+def student_topics(*, course_id: int, weeks: int = 8, limit: int = 15, sample: int = 2000) -> Topics:
+    """The words students use most in their questions of the last `weeks`: each word counted once
+    per question, stop words and words of asking left out, in the scrubbed copies only (no name
+    removed from a question comes back here). At most the latest `sample` questions are read."""
+    since = timezone.now() - timedelta(weeks=weeks)
+    texts = list(
+        Message.objects.filter(
+            conversation__course_id=course_id, sender=Sender.STUDENT, created_at__gte=since, guardrail=""
+        )
+        .exclude(content_scrubbed=None)
+        .order_by("-id")
+        .values_list("content_scrubbed", flat=True)[:sample]
+    )
+    stopwords = topic_stopwords()
+    counts: Counter[str] = Counter()
+    for text in texts:
+        words = {word.lower() for word in TOPIC_WORD.findall(NOT_WORDS.sub(" ", text))}
+        counts.update(word for word in words if word not in stopwords)
+    return Topics(words=counts.most_common(limit), questions=len(texts), since=since.date())
+
+
+def replies_rated_down(*, course_id: int, limit: int = 10) -> list[Message]:
+    """The latest tutor replies a student rated down (for the teacher to look at first)."""
+    return list(
+        Message.objects.filter(conversation__course_id=course_id, sender=Sender.TUTOR, student_rating=-1)
+        .select_related("conversation__person", "review")
+        .order_by("-id")[:limit]
+    )
+
+
+def review_export_messages(*, course_id: int, filters: ConversationFilters) -> Iterator[Message]:
+    """Every message of the conversations the filters select, with its review and flags, in
+    conversation order: the CSV export's rows (read in chunks, a bounded number of queries per chunk)."""
+    conversation_ids = list(review_conversations(course_id=course_id, filters=filters).values_list("pk", flat=True))
+    return (
+        Message.objects.filter(conversation__course_id=course_id, conversation_id__in=conversation_ids)
+        .select_related("conversation__person", "review")
+        .prefetch_related("flags")
+        .order_by("-conversation__updated_at", "conversation_id", "id")
+        .iterator(chunk_size=500)
+    )
 
 
 # -- flags --------------------------------------------------------------------------------------------

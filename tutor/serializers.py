@@ -16,6 +16,7 @@ from tutor.errors import DomainError
 from tutor.flags import NOTE_MAX_CHARS
 from tutor.models import FlagAction, FlagAlert, FlagState, LearnerLevel, ReviewDecision
 from tutor.parsers import StrictInputSerializer
+from tutor.prompts import REPLY_LANGUAGES
 from tutor.selectors import CATEGORY_PATTERN, STATE_FILTERS, ConversationFilters, FlagFilters
 
 # -- fields -------------------------------------------------------------------------------------------
@@ -134,6 +135,19 @@ class ConversationDetailOut(ConversationOut):
     messages = MessageOut(many=True)
 
 
+TITLE_PATTERN = r"[^\x00]*[^\s\x00][^\x00]*"
+
+
+class ConversationTitleIn(StrictInputSerializer):
+    title = PatternTextField(
+        pattern=TITLE_PATTERN,
+        max_length=200,
+        what="a title with some text in it",
+        required=False,  # PATCH: what is left out stays as it is
+        help_text="The conversation's new title (scrubbed of personal data like a message: teachers see titles).",
+    )
+
+
 class MessageIn(StrictInputSerializer):
     content = MessageContentField(trim_whitespace=True, allow_blank=False)
 
@@ -150,24 +164,77 @@ class RatingIn(StrictInputSerializer):
 # -- the course's settings and the caller -------------------------------------------------------------
 
 
+class StrictTextField(serializers.CharField):
+    """Text, and only text: DRF's CharField turns a number into one ("5"), which a list's items
+    (unlike a serializer's own fields, tutor/parsers.py) would otherwise accept."""
+
+    def to_internal_value(self, data) -> str:
+        if not isinstance(data, str):
+            self.fail("invalid")
+        return super().to_internal_value(data)
+
+
+class ReplyLanguageField(serializers.ChoiceField):
+    """One of the curated languages (tutor.prompts.REPLY_LANGUAGES), or the one the course
+    already has (`current_reply_language` in the context): a value stored before there was a
+    list stays saveable until a teacher picks another."""
+
+    def __init__(self, **kwargs):
+        super().__init__(choices=list(REPLY_LANGUAGES), **kwargs)
+
+    def to_internal_value(self, data):
+        if isinstance(data, str) and data and data == self.context.get("current_reply_language"):
+            return data
+        return super().to_internal_value(data)
+
+
+EXAMPLE_QUESTIONS_MAX = 6
+
+
 class TutorSettingsIO(StrictInputSerializer):
     persona = serializers.CharField(allow_blank=True, max_length=4000)
     instructions = serializers.CharField(allow_blank=True, max_length=4000)
     subject = serializers.CharField(allow_blank=True, max_length=200)
     level = serializers.ChoiceField(choices=LearnerLevel.choices)
-    reply_language = serializers.CharField(max_length=60)
+    reply_language = ReplyLanguageField(
+        help_text="One of the listed languages, each in its own name; `the student's language` (the default) "
+        "answers in the language the student writes in."
+    )
     socratic = serializers.BooleanField()
+    avoid = serializers.CharField(
+        allow_blank=True,
+        max_length=4000,
+        required=False,
+        help_text="What the tutor must not give, one a line (e.g. the answers to this week's graded exercises); "
+        "the system prompt says `Do not give: …`. Left out: unchanged.",
+    )
+    greeting = serializers.CharField(
+        allow_blank=True,
+        max_length=1000,
+        required=False,
+        help_text="What a student sees before their first question. Left out: unchanged.",
+    )
+    example_questions = serializers.ListField(
+        child=StrictTextField(max_length=200),
+        max_length=EXAMPLE_QUESTIONS_MAX,
+        required=False,
+        help_text="Questions a student can start from. Left out: unchanged.",
+    )
 
 
 class TutorSettingsOut(TutorSettingsIO):
-    """What GET answers. The persona and the instructions are the teachers' own words to the
-    tutor: teachers and administrators read them, a student gets the rest (what the tutor is
-    set to teach, at which level, in which language, and whether it is Socratic)."""
+    """What GET answers. The persona, the instructions and the avoid-list are the teachers' own
+    words to the tutor: teachers and administrators read them, a student gets the rest (what the
+    tutor is set to teach, at which level, in which language, whether it is Socratic, and how the
+    chat greets them)."""
 
-    TEACHERS_ONLY = ("persona", "instructions")
+    TEACHERS_ONLY = ("persona", "instructions", "avoid")
 
     persona = serializers.CharField(required=False, help_text="Teachers and administrators only.")
     instructions = serializers.CharField(required=False, help_text="Teachers and administrators only.")
+    avoid = serializers.CharField(required=False, help_text="Teachers and administrators only.")
+    greeting = serializers.CharField()
+    example_questions = serializers.ListField(child=serializers.CharField())
 
     def to_representation(self, instance) -> dict:
         data = super().to_representation(instance)
@@ -175,6 +242,61 @@ class TutorSettingsOut(TutorSettingsIO):
             for name in self.TEACHERS_ONLY:
                 data.pop(name)
         return data
+
+
+class TutorDraftIn(StrictInputSerializer):
+    """The teachers' form as it stands, saved or not."""
+
+    settings = TutorSettingsIO(help_text="The settings to try (avoid, greeting, example_questions: left out, saved).")
+    placement_instructions = serializers.CharField(
+        allow_blank=True,
+        max_length=4000,
+        required=False,
+        help_text="The launched placement's instructions to try (left out: its saved ones; ignored without one).",
+    )
+
+
+class PromptPreviewOut(serializers.Serializer):
+    system_prompt = serializers.CharField(source="text", help_text="Exactly what the tutor would be told.")
+    tokens = serializers.IntegerField(
+        allow_null=True, help_text="Its length in the served model's tokens (null: the model server cannot count now)."
+    )
+    context_tokens = serializers.IntegerField(allow_null=True, help_text="The model's context window.")
+    reply_tokens = serializers.IntegerField(help_text="The room kept for a reply (MODEL_MAX_REPLY_TOKENS).")
+    fits = serializers.BooleanField(
+        allow_null=True, help_text="Whether a student's message still has room beside it and the reply."
+    )
+
+
+class TutorTryIn(TutorDraftIn):
+    content = MessageContentField(
+        trim_whitespace=True, allow_blank=False, help_text="The message a student would send."
+    )
+
+
+class TutorTryOut(serializers.Serializer):
+    reply = serializers.CharField(source="text", allow_blank=True)
+    screened = PresenceField(help_text="Whether a guardrail answered (or replaced the reply), as a student would see.")
+    category = serializers.CharField(source="screened", allow_blank=True, help_text="The guardrail's category.")
+    model = serializers.CharField(help_text="The model that answered (the course's adapter, or the base model).")
+    fits = serializers.BooleanField(
+        help_text="False: with the draft's system prompt the message does not fit the model's context; `reply` is "
+        "then what a student would be told (`message_too_long`), and the model was not asked."
+    )
+    recorded = serializers.BooleanField(default=False, help_text="Always false: nothing of a try is stored.")
+
+
+class PlacementIO(StrictInputSerializer):
+    instructions = serializers.CharField(
+        allow_blank=True,
+        max_length=4000,
+        help_text="Added to the course's instructions for conversations started in this placement.",
+    )
+
+
+class PlacementOut(PlacementIO):
+    id = serializers.IntegerField()
+    title = serializers.CharField(allow_blank=True, help_text="The LMS's title for the link.")
 
 
 class SafetyAlertsIO(StrictInputSerializer):
@@ -317,6 +439,7 @@ class FiltersIn(serializers.Serializer):
     empty is always no filter."""
 
     error_code = "bad_filter"
+    field_error_codes: Mapping[str, str] = {}  # a field whose refusal has a code of its own
     blank_is_unset = False
     result: type
 
@@ -328,7 +451,8 @@ class FiltersIn(serializers.Serializer):
         if not filters.is_valid():
             fields = sorted(filters.errors)
             message = " ".join(str(error) for name in fields for error in filters.errors[name])
-            raise DomainError(message, code=cls.error_code, fields=fields)
+            code = next((cls.field_error_codes[name] for name in fields if name in cls.field_error_codes), None)
+            raise DomainError(message, code=code or cls.error_code, fields=fields)
         return cls.result(**filters.validated_data)
 
 
@@ -341,6 +465,7 @@ class AppliedField(serializers.Field):
 
 class ConversationFiltersIn(FiltersIn):
     error_code = "bad_date"
+    field_error_codes = {"student": "bad_filter", "q": "bad_filter"}
     blank_is_unset = True
     result = ConversationFilters
 
@@ -349,6 +474,19 @@ class ConversationFiltersIn(FiltersIn):
     rated_down = AppliedField(required=False)
     since = serializers.DateField(required=False, error_messages={"invalid": "since must be a date (YYYY-MM-DD)."})
     until = serializers.DateField(required=False, error_messages={"invalid": "until must be a date (YYYY-MM-DD)."})
+    student = serializers.RegexField(
+        r"^[0-9a-f]{8}\Z",
+        required=False,
+        help_text="A student: the first 8 characters of their pseudonym, as the review shows it",
+        error_messages={"invalid": "student must be the 8 characters shown after # (0-9 and a-f)."},
+    )
+    q = serializers.CharField(
+        source="text",
+        required=False,
+        max_length=200,
+        help_text="Text in the title or in a message (the scrubbed copies)",
+        error_messages={"max_length": "q (the text searched) is at most 200 characters."},
+    )
 
 
 class UrgentFilterField(serializers.ChoiceField):

@@ -104,6 +104,11 @@ def test_training_page_is_for_administrators_and_shows_progress(tool, platform):
         review_enter(browser, tool, token)
         pages[user], bearer[user] = browser, {"Authorization": f"Bearer {token}"}
     course = Course.objects.get()
+    # The landing's "Open the training page": its own tab, entered with the launch token from the tool's page only.
+    enter, token = f"{tool}/review/training/enter/", bearer["admin"]["Authorization"].split()[1]
+    assert requests.post(enter, data={"t": token}).status_code == 403  # no Origin: not from the tool's page
+    entered = requests.post(enter, data={"t": token}, headers={"Origin": tool})
+    assert entered.status_code == 200 and entered.url == f"{tool}/review/{course.pk}/training/"
     dataset = DatasetExport.objects.create(
         course=course, train_path="/nonexistent", eval_fraction=0.1, base_model="m", max_tokens=1, status="purged"
     )
@@ -130,13 +135,21 @@ def test_training_page_is_for_administrators_and_shows_progress(tool, platform):
         JobMetric.objects.create(job=job, step=step, train_loss=loss)
 
     url = f"{tool}/review/{course.pk}/training/"
-    assert pages["teacher"].get(url).status_code == 403
+    refused = pages["teacher"].get(url)
+    assert refused.status_code == 403
+    assert "Only administrators" not in refused.text
+    assert "Review conversations" in refused.text  # what a teacher can do instead
+    assert "Ask an administrator of this course: <strong>" in refused.text  # and who to ask
+    assert pages["teacher"].get(url + "live/").status_code == 403
     page = pages["admin"].get(url)
     assert page.status_code == 200
     assert 'value="5"' in page.text and 'max="20"' in page.text  # the progress bar
-    assert "<polyline" in page.text  # the loss curve
-    assert 'http-equiv="refresh"' in page.text  # live while the job runs
+    assert 'data-testid="train-curve"' in page.text  # the loss curve
+    assert 'http-equiv="refresh"' not in page.text  # updated in place instead (training.js)
     assert 'data-testid="erased"' in page.text  # its dataset was purged after an erasure: retrain
+    live = pages["admin"].get(url + "live/")
+    assert live.status_code == 200 and "<html" not in live.text
+    assert f'data-state-key="{job.pk}:training"' in live.text and 'data-poll-ms="2000"' in live.text
     csrf = pages["admin"].cookies["csrftoken"]
     cancelled = pages["admin"].post(
         f"{tool}/review/{course.pk}/training/action/",
@@ -145,6 +158,11 @@ def test_training_page_is_for_administrators_and_shows_progress(tool, platform):
     )
     assert cancelled.status_code == 200 and "being cancelled" in cancelled.text
     assert TrainingJob.objects.get(pk=job.pk).cancel_requested
+
+    status = f"{tool}/api/v1/course/training/"
+    assert requests.get(status, headers=bearer["teacher"]).status_code == 403
+    overview = requests.get(status, headers=bearer["admin"]).json()
+    assert (overview["serving"], overview["active"], overview["latest"]["id"]) == (adapter.name, True, job.pk)
 
     api = f"{tool}/api/v1/course/training-jobs/{job.pk}/"
     assert requests.get(api, headers=bearer["teacher"]).status_code == 403
@@ -161,3 +179,23 @@ def test_training_page_is_for_administrators_and_shows_progress(tool, platform):
         requests.delete(f"{tool}/api/v1/course/training-jobs/{other.pk}/", headers=bearer["admin"]).json()["state"]
         == "cancelled"
     )
+
+    # A job the gate evaluated: its numbers beside the chart, and the bar it had to reach drawn on it.
+    ready = TrainingJob.objects.create(
+        course=course,
+        state="ready",
+        step=4,
+        total_steps=4,
+        evaluation={
+            "base_loss": 2.5,
+            "active_loss": 2.0,
+            "candidate_loss": 1.5,
+            "gate": {"passed": True, "reasons": []},
+        },
+    )
+    for step, loss, held_out in ((2, 2.2, 2.1), (4, 1.6, 1.5)):
+        JobMetric.objects.create(job=ready, step=step, train_loss=loss, eval_loss=held_out)
+    page = pages["admin"].get(url).text
+    beside = page[page.index('class="chart-and-gate"') :]
+    assert 'data-testid="gate-bar"' in beside and 'data-testid="gate"' in beside
+    assert "The gate's bar: 1.96" in page  # 2% below the adapter in service's 2.0

@@ -12,8 +12,8 @@ from __future__ import annotations
 import pytest
 from django.conf import settings as django_settings
 
-from tests.devlms.conftest import DESKTOP, PHONE, chromium, screenshots  # noqa: F401 (fixtures)
 from tests.support.db import database_url_for_tests
+from tests.support.screens import DESKTOP, PHONE
 from tests.tutor.test_alerts import SELF_HARM
 from tutor.models import Flag, FlagAction, FlagAlert
 
@@ -34,7 +34,7 @@ def app_url(django_db_setup):
 
 
 @pytest.fixture
-def lms(app_url, chromium, settings):  # noqa: F811
+def lms(app_url, chromium, settings):
     from django.core.management import call_command
 
     settings.PUBLIC_BASE_URL = app_url  # the dev LMS registers itself under the app's URL
@@ -60,7 +60,7 @@ def no_sideways_scroll(page) -> bool:
 def test_a_self_harm_message_reaches_the_teacher_by_banner_and_email_and_is_resolved_in_the_queue(
     app_url,
     lms,
-    screenshots,  # noqa: F811
+    screenshots,
 ):
     page = lms
     # The teacher sets where the course's safety alerts go: in the review tab, the safety queue.

@@ -68,6 +68,9 @@ def test_each_phrasing_of_the_issue_gets_the_safe_reply_and_the_right_flag(chat_
         assert message.content == text and message.guardrail == category
         flag = Flag.objects.get(message=message)
         assert flag.category == category, text
+        # self-harm and abuse are urgent (an alert and, unacknowledged, an escalation); injection is not
+        assert flag.urgent == (category in {"self_harm", "abuse"}), text
+        assert (flag.escalate_at is not None) == flag.urgent, text
         assert flag.reason == guardrails.FLAG_REASONS[category]
         assert Message.objects.get(pk=reply["id"]).model_name == ""  # the model never saw it
         if category == "self_harm" and expected == "talk to someone you trust":

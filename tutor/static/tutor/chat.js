@@ -1,39 +1,43 @@
-// The student's chat page. Every API call carries the launch token (no third-party cookie needed).
+// The chat on the launch page (every role). API calls go through api.js.
 (function () {
   "use strict";
-  const token = document.querySelector('meta[name="launch-token"]').content;
   const $ = (id) => document.getElementById(id);
   const list = $("conversation-list"), messages = $("messages"), statusLine = $("chat-status");
-  const input = $("message-input"), form = $("composer"), sendButton = $("send");
-  let current = null, busy = false;
+  const input = $("message-input"), form = $("composer"), sendButton = $("send"), counter = $("message-count");
+  const emptyState = $("empty-state"), titleHeading = $("conversation-title"), actions = $("conversation-actions");
+  const renameForm = $("rename-form"), renameInput = $("rename-input"), deleteConfirm = $("delete-confirm");
+  const panel = $("conversations-panel");
+  const limit = Number(input.dataset.limit);
+  const narrow = window.matchMedia("(max-width: 48rem)");
+  let current = null, currentTitle = "", busy = false;
 
-  function api(path, options) {
-    options = options || {};
-    const headers = Object.assign({"Authorization": "Bearer " + token, "Accept": "application/json"}, options.headers || {});
-    if (options.body && typeof options.body !== "string") {
-      headers["Content-Type"] = "application/json";
-      options.body = JSON.stringify(options.body);
-    }
-    return fetch(path, Object.assign({}, options, {headers: headers}));
+  const api = window.tutorApi.api, errorMessage = window.tutorApi.errorMessage;
+
+  // Inline SVG (Feather icons, MIT): Debian's Chromium has no emoji font, so 👍/👎 would be empty boxes.
+  const SVG_NS = "http://www.w3.org/2000/svg";
+  const THUMBS = {
+    up: "M14 9V5a3 3 0 0 0-3-3l-4 9v11h11.28a2 2 0 0 0 2-1.7l1.38-9a2 2 0 0 0-2-2.3zM7 22H4a2 2 0 0 1-2-2v-7a2 2 0 0 1 2-2h3",
+    down: "M10 15v4a3 3 0 0 0 3 3l4-9V2H5.72a2 2 0 0 0-2 1.7l-1.38 9a2 2 0 0 0 2 2.3zm7-13h2.67A2.31 2.31 0 0 1 22 4v7a2.31 2.31 0 0 1-2.33 2H17",
+  };
+
+  function icon(name) {
+    const svg = document.createElementNS(SVG_NS, "svg");
+    svg.setAttribute("viewBox", "0 0 24 24");
+    svg.setAttribute("width", "20");
+    svg.setAttribute("height", "20");
+    svg.setAttribute("aria-hidden", "true");
+    svg.setAttribute("focusable", "false");
+    const path = document.createElementNS(SVG_NS, "path");
+    path.setAttribute("d", THUMBS[name]);
+    svg.appendChild(path);
+    return svg;
   }
 
-  async function errorMessage(response) {
-    try { return (await response.json()).error.message; } catch (e) { return "Something went wrong (" + response.status + ")."; }
-  }
+  const renderMarkdown = window.tutorApi.renderMarkdown;  // api.js: marked, DOMPurify, KaTeX
 
-  function renderMarkdown(element, text) {
-    if (window.marked && window.DOMPurify) {
-      element.innerHTML = DOMPurify.sanitize(marked.parse(text, {breaks: true}));
-      if (window.renderMathInElement) {
-        renderMathInElement(element, {delimiters: [
-          {left: "$$", right: "$$", display: true}, {left: "\\[", right: "\\]", display: true},
-          {left: "$", right: "$", display: false}, {left: "\\(", right: "\\)", display: false}],
-          throwOnError: false});
-      }
-    } else {
-      element.textContent = text;
-    }
-  }
+  function note(text) { const p = document.createElement("p"); p.className = "note"; p.textContent = text; return p; }
+
+  function showEmptyState() { emptyState.hidden = current !== null || messages.children.length > 0; }
 
   function addMessage(message) {
     const item = document.createElement("li");
@@ -43,37 +47,68 @@
     body.className = "body";
     item.appendChild(body);
     if (message.role === "user") { body.textContent = message.content; } else { renderMarkdown(body, message.content || ""); }
-    if (message.status === "interrupted") { item.appendChild(note("This reply was cut short.")); }
-    if (message.role === "assistant" && message.id && message.status !== "failed") { item.appendChild(ratingControls(message)); }
+    if (message.role === "assistant" && message.id && message.status === "complete") { item.appendChild(ratingControls(message)); }
     messages.appendChild(item);
-    item.scrollIntoView({block: "end"});
+    showEmptyState();
+    messages.scrollTop = messages.scrollHeight;  // the list scrolls, not the page: the message box stays put
     return item;
   }
 
-  function note(text) { const p = document.createElement("p"); p.className = "note muted"; p.textContent = text; return p; }
+  // A reply that did not arrive (failed) or stopped (interrupted): said in words, with Retry when it
+  // answers the conversation's last question (a retry always answers that one).
+  function markUnfinished(item, status, reason, canRetry) {
+    item.classList.add("unfinished");
+    item.dataset.status = status;
+    const text = status === "interrupted" ? "This reply was cut short." : (reason || "The tutor could not answer this message.");
+    const line = note(text + (canRetry ? " " : ""));
+    if (canRetry) {
+      const retry = document.createElement("button");
+      retry.type = "button";
+      retry.className = "retry";
+      retry.textContent = "Retry";
+      retry.addEventListener("click", function () {
+        if (busy) return;
+        item.remove();
+        stream("/api/v1/conversations/" + current + "/reply/stream/", null, null);
+      });
+      line.appendChild(retry);
+    }
+    item.appendChild(line);
+    return line.querySelector("button");
+  }
 
   function ratingControls(message) {
     const group = document.createElement("div");
     group.className = "rating";
     group.setAttribute("role", "group");
     group.setAttribute("aria-label", "Was this reply helpful?");
-    [[1, "👍", "Helpful"], [-1, "👎", "Not helpful"]].forEach(function (choice) {
+    [[1, "up", "Helpful"], [-1, "down", "Not helpful"]].forEach(function (choice) {
       const button = document.createElement("button");
       button.type = "button";
-      button.textContent = choice[1];
+      button.appendChild(icon(choice[1]));
       button.setAttribute("aria-label", choice[2]);
+      button.title = choice[2];
       button.setAttribute("aria-pressed", String(message.rating === choice[0]));
       button.addEventListener("click", async function () {
         const value = button.getAttribute("aria-pressed") === "true" ? 0 : choice[0];
         const response = await api("/api/v1/messages/" + message.id + "/rating/", {method: "POST", body: {value: value}});
-        if (response.ok) {
-          group.querySelectorAll("button").forEach((b) => b.setAttribute("aria-pressed", "false"));
-          button.setAttribute("aria-pressed", String(value !== 0));
-        }
+        if (!response.ok) { statusLine.textContent = await errorMessage(response); return; }
+        group.querySelectorAll("button").forEach((b) => b.setAttribute("aria-pressed", "false"));
+        button.setAttribute("aria-pressed", String(value !== 0));
       });
       group.appendChild(button);
     });
     return group;
+  }
+
+  // keepForms: a title refreshed after a reply must not close a rename or delete the student opened meanwhile.
+  function setTitle(title, keepForms) {
+    currentTitle = title;
+    titleHeading.textContent = current === null ? "New conversation" : (title || "Untitled conversation");
+    actions.hidden = current === null;
+    if (keepForms) return;
+    renameForm.hidden = true;
+    deleteConfirm.hidden = true;
   }
 
   async function loadConversations() {
@@ -85,30 +120,54 @@
       const item = document.createElement("li");
       const button = document.createElement("button");
       button.type = "button";
-      button.textContent = conversation.title || "New conversation";
+      button.textContent = conversation.title || "Untitled conversation";
+      button.title = conversation.title;
       button.setAttribute("aria-current", String(current === conversation.id));
-      button.addEventListener("click", () => openConversation(conversation.id));
+      button.addEventListener("click", function () {
+        if (narrow.matches) panel.open = false;  // on a phone, the chat comes back into view
+        openConversation(conversation.id);
+      });
       item.appendChild(button);
       list.appendChild(item);
     });
     return conversations;
   }
 
+  function renderHistory(rows) {
+    rows.forEach(function (message, index) {
+      const next = rows[index + 1];
+      const unfinished = message.role === "assistant" && (message.status === "failed" || message.status === "interrupted");
+      if (unfinished && next && next.role === "assistant") return;  // a retry answered it since
+      const item = addMessage(message);
+      if (unfinished) markUnfinished(item, message.status, "", !next);
+    });
+  }
+
   async function openConversation(id) {
+    if (busy) return;
     current = id;
     const response = await api("/api/v1/conversations/" + id + "/");
     messages.innerHTML = "";
     if (!response.ok) { statusLine.textContent = await errorMessage(response); return; }
-    (await response.json()).messages.filter((m) => m.status !== "failed").forEach(addMessage);
+    const conversation = await response.json();
+    setTitle(conversation.title);
+    renderHistory(conversation.messages);
     statusLine.textContent = "";
+    showEmptyState();
     loadConversations();
     input.focus();
   }
 
-  async function newConversation() {
-    const response = await api("/api/v1/conversations/", {method: "POST"});
-    if (!response.ok) { statusLine.textContent = await errorMessage(response); return; }
-    await openConversation((await response.json()).id);
+  function newConversation() {
+    if (busy) return;
+    current = null;
+    messages.innerHTML = "";
+    setTitle("");
+    statusLine.textContent = "";
+    showEmptyState();
+    list.querySelectorAll("button").forEach((b) => b.setAttribute("aria-current", "false"));
+    if (narrow.matches) panel.open = false;
+    input.focus();
   }
 
   // Reads Server-Sent Events from a POST response (EventSource cannot POST).
@@ -131,102 +190,155 @@
     }
   }
 
-  async function stream(path, body) {
+  // Sends (body: the message) or retries (body null). `asked` is the student's message shown
+  // before the server took it: a refusal removes it and leaves the text in the box to edit.
+  async function stream(path, body, asked) {
     busy = true; sendButton.disabled = true;
     statusLine.textContent = "The tutor is writing…";
-    const reply = addMessage({role: "assistant", content: ""});
-    const target = reply.querySelector(".body");
-    let text = "", pending = false;
+    let reply = null, text = "", pending = false, ended = false;
     try {
-      const response = await api(path, {method: "POST", body: body});
-      if (!response.ok) { reply.remove(); showError(await errorMessage(response), response.status === 503); return; }
+      const response = await api(path, {method: "POST", body: body || undefined});
+      if (!response.ok) {
+        const message = await errorMessage(response);
+        if (asked) { asked.remove(); showEmptyState(); }
+        statusLine.textContent = message;
+        if (!asked && response.status === 503) {  // the model server is still down: the question still waits
+          markUnfinished(addMessage({role: "assistant", content: ""}), "failed", message, true).focus();
+        }
+        return;
+      }
+      if (asked) { input.value = ""; updateCounter(); }
+      reply = addMessage({role: "assistant", content: ""});
+      const target = reply.querySelector(".body");
       await readEvents(response, function (name, data) {
-        if (name === "token") {
+        if (name === "start") {
+          reply.dataset.id = data.reply_id;
+          if (current === null) { current = data.conversation_id; setTitle(body.content.slice(0, 80)); }
+        } else if (name === "token") {
           text += data.text;
-          if (!pending) { pending = true; requestAnimationFrame(() => { pending = false; renderMarkdown(target, text); }); }
+          if (!pending) {
+            pending = true;
+            requestAnimationFrame(() => { pending = false; renderMarkdown(target, text); messages.scrollTop = messages.scrollHeight; });
+          }
         } else if (name === "replaced") {
           text = data.text; renderMarkdown(target, text);
         } else if (name === "done") {
+          ended = true;
           reply.dataset.id = data.reply.id;
           renderMarkdown(target, data.reply.content);
           reply.appendChild(ratingControls(data.reply));
           statusLine.textContent = "";
         } else if (name === "error") {
-          if (!text) reply.remove();
-          showError(data.message, true);
+          ended = true;
+          statusLine.textContent = "";
+          markUnfinished(reply, "failed", data.message, true).focus();
         }
       });
+      if (!ended) throw new Error("the stream ended early");
     } catch (error) {
-      showError("The connection to the tutor was lost. Your message is saved.", true);
+      statusLine.textContent = "";
+      if (reply === null) {
+        if (asked) asked.remove();
+        statusLine.textContent = "The tutor could not be reached. Check your connection and send again.";
+      } else {
+        markUnfinished(reply, text ? "interrupted" : "failed", "The connection to the tutor was lost. Your message is saved.", true).focus();
+      }
     } finally {
-      busy = false; sendButton.disabled = false; loadConversations();
+      busy = false; sendButton.disabled = false;
+      if (current !== null) {
+        const conversations = await loadConversations();
+        const mine = conversations.find((c) => c.id === current);
+        if (mine) setTitle(mine.title, true);
+      }
     }
   }
 
-  function showError(message, canRetry) {
-    statusLine.textContent = message + " ";
-    if (canRetry) {
-      const retry = document.createElement("button");
-      retry.type = "button";
-      retry.textContent = "Retry";
-      retry.addEventListener("click", () => stream("/api/v1/conversations/" + current + "/reply/stream/"));
-      statusLine.appendChild(retry);
-      retry.focus();
-    }
-  }
-
-  async function send(event) {
+  function send(event) {
     event.preventDefault();
-    const content = input.value.trim();
-    if (!content || busy) return;
-    if (current === null) await newConversation();
-    addMessage({role: "user", content: content});
-    input.value = "";
-    await stream("/api/v1/conversations/" + current + "/messages/stream/", {content: content});
+    if (busy) return;
+    const content = input.value;
+    if (!content.trim()) {
+      statusLine.textContent = "Write your question first: the message is empty.";
+      input.focus();
+      return;
+    }
+    const asked = addMessage({role: "user", content: content.trim()});
+    const path = current === null ? "/api/v1/conversations/messages/stream/" : "/api/v1/conversations/" + current + "/messages/stream/";
+    stream(path, {content: content}, asked);
+  }
+
+  function updateCounter() {
+    const length = Array.from(input.value).length;  // characters as the server counts them
+    const over = length - limit;
+    counter.textContent = length + " / " + limit + " characters" + (over > 0 ? ": " + over + " over the limit" : "");
+    counter.classList.toggle("over", over > 0);
+    input.setAttribute("aria-invalid", String(over > 0));
   }
 
   input.addEventListener("keydown", function (event) {
     if (event.key === "Enter" && !event.shiftKey) { event.preventDefault(); form.requestSubmit(); }
   });
+  input.addEventListener("input", updateCounter);
   form.addEventListener("submit", send);
   $("new-conversation").addEventListener("click", newConversation);
 
-  const settingsForm = $("settings-form");
-  if (settingsForm) {
-    api("/api/v1/course/tutor-settings/").then((r) => r.json()).then(function (values) {
-      Object.keys(values).forEach(function (name) {
-        const field = settingsForm.elements[name];
-        if (!field) return;
-        if (field.type === "checkbox") field.checked = values[name]; else field.value = values[name];
-      });
+  emptyState.querySelectorAll("button.example").forEach(function (button) {
+    button.addEventListener("click", function () {
+      input.value = button.textContent.trim();
+      updateCounter();
+      input.focus();
     });
-    settingsForm.addEventListener("submit", async function (event) {
-      event.preventDefault();
-      const body = {};
-      Array.from(settingsForm.elements).forEach(function (field) {
-        if (field.name) body[field.name] = field.type === "checkbox" ? field.checked : field.value;
-      });
-      const response = await api("/api/v1/course/tutor-settings/", {method: "PUT", body: body});
-      $("settings-status").textContent = response.ok ? "Saved." : await errorMessage(response);
+  });
+
+  $("rename-conversation").addEventListener("click", function () {
+    deleteConfirm.hidden = true;
+    renameForm.hidden = false;
+    renameInput.value = currentTitle;
+    renameInput.focus();
+    renameInput.select();
+  });
+  $("rename-cancel").addEventListener("click", function () { renameForm.hidden = true; $("rename-conversation").focus(); });
+  renameForm.addEventListener("submit", async function (event) {
+    event.preventDefault();
+    const title = renameInput.value.trim();
+    if (!title) { statusLine.textContent = "Give the conversation a title first."; renameInput.focus(); return; }
+    const response = await api("/api/v1/conversations/" + current + "/", {method: "PATCH", body: {title: title}});
+    if (!response.ok) { statusLine.textContent = await errorMessage(response); return; }
+    setTitle((await response.json()).title);
+    statusLine.textContent = "Renamed.";
+    await loadConversations();
+    $("rename-conversation").focus();
+  });
+
+  $("delete-conversation").addEventListener("click", function () {
+    renameForm.hidden = true;
+    deleteConfirm.hidden = false;
+    $("delete-no").focus();
+  });
+  $("delete-no").addEventListener("click", function () { deleteConfirm.hidden = true; $("delete-conversation").focus(); });
+  $("delete-yes").addEventListener("click", async function () {
+    const response = await api("/api/v1/conversations/" + current + "/", {method: "DELETE"});
+    if (!response.ok) { deleteConfirm.hidden = true; statusLine.textContent = await errorMessage(response); return; }
+    newConversation();
+    await loadConversations();
+    statusLine.textContent = "The conversation was deleted.";
+  });
+
+  // The student's own choice about training, shown always (the page renders its current state).
+  const optIn = $("training-opt-in");
+  if (optIn) {
+    optIn.addEventListener("change", async function () {
+      const response = await api("/api/v1/me/training/", {method: "PUT", body: {opted_out: !optIn.checked}});
+      $("training-status").textContent = response.ok
+        ? (optIn.checked ? "Saved: approved replies may improve the tutor." : "Saved: your conversations will not be used.")
+        : await errorMessage(response);
     });
   }
 
-  // The student's own choice about training (shown only when the course allows training).
-  const trainingChoice = $("training-choice");
-  if (trainingChoice) {
-    api("/api/v1/me/").then((r) => r.json()).then(function (me) {
-      if (!me.training.course_allows) return;
-      trainingChoice.hidden = false;
-      const box = $("training-opt-in");
-      box.checked = !me.training.opted_out;
-      box.addEventListener("change", async function () {
-        const response = await api("/api/v1/me/training/", {method: "PUT", body: {opted_out: !box.checked}});
-        $("training-status").textContent = response.ok
-          ? (box.checked ? "Thank you: approved replies may improve the tutor." : "Your conversations will not be used.")
-          : await errorMessage(response);
-      });
-    });
-  }
-
+  // On a phone the list folds away so that the conversation and the message box come first.
+  panel.open = !narrow.matches;
+  narrow.addEventListener("change", (event) => { panel.open = !event.matches; });
+  updateCounter();
+  showEmptyState();
   loadConversations().then(function (conversations) { if (conversations.length) openConversation(conversations[0].id); });
 })();
