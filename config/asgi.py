@@ -22,7 +22,8 @@ threading.Thread(target=privacy.scrubber, name="scrubber-warmup", daemon=True).s
 
 
 def _adapters_reload_when_served() -> None:
-    """Every active adapter back into vLLM once it answers (it may have restarted without them)."""
+    """Every active adapter warmed on each vLLM replica once one answers (a restarted replica
+    resolves them from the adapter store by itself; this spares the first students the load)."""
     import time
 
     from django.db import connection

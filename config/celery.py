@@ -13,12 +13,24 @@ from __future__ import annotations
 import os
 
 from celery import Celery
+from celery.signals import worker_ready
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
 
 app = Celery("tutor")
 app.config_from_object("django.conf:settings", namespace="CELERY")
 app.autodiscover_tasks()
+
+
+@worker_ready.connect
+def _worker_metrics(**kwargs) -> None:
+    """The worker's own metrics port (WORKER_METRICS_PORT), once Django is set up."""
+    from django.conf import settings
+
+    if settings.WORKER_METRICS_PORT:
+        from config.metrics import worker_metrics_serve
+
+        worker_metrics_serve()
 
 
 @app.on_after_configure.connect

@@ -10,6 +10,7 @@ scheme) stops the start with ImproperlyConfigured naming the variable.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import secrets
 from pathlib import Path
@@ -247,12 +248,20 @@ TOOL_TITLE = env.str("TOOL_TITLE", "AI Tutor")
 # converted once by `manage.py model_prepare`.
 MODEL_PATH = env.str("MODEL_PATH", "" if DEBUG else "mistralai/Mixtral-8x7B-Instruct-v0.1")
 MODEL_DEMO_DIR = env("MODEL_DEMO_DIR", cast=Path, default=VAR_DIR / "models" / "smollm2-135m-instruct")
+# The chat tells students the demo model is tiny and often wrong (on by default when it is served).
+DEMO_NOTICE = env.bool("DEMO_NOTICE", not MODEL_PATH)
 MODEL_SERVED_NAME = env.str("MODEL_SERVED_NAME", "base")
 MODEL_CHAT_TEMPLATE = env.str("MODEL_CHAT_TEMPLATE", "")
 # Where vLLM listens. Its adapter endpoints are unauthenticated: keep it on a private address.
 VLLM_HOST = env.str("VLLM_HOST", "127.0.0.1")
 VLLM_PORT = env.int("VLLM_PORT", 8001)
 VLLM_BASE_URL = env.str("VLLM_BASE_URL", f"http://{VLLM_HOST}:{VLLM_PORT}")
+# Every replica a promotion warms and a retirement unloads on (empty: the one at VLLM_BASE_URL,
+# read when used, so a VLLM_BASE_URL changed at run time is followed).
+VLLM_REPLICA_URLS = env.list("VLLM_REPLICA_URLS", default=[])
+# Every adapter version is written here once, under its name; replicas resolve adapters from it
+# (vLLM's filesystem resolver), so it must be the same storage for all of them.
+ADAPTER_STORE_DIR = env("ADAPTER_STORE_DIR", cast=Path, default=VAR_DIR / "adapters")
 VLLM_MAX_LORAS = env.int("VLLM_MAX_LORAS", 4)
 VLLM_MAX_CPU_LORAS = env.int("VLLM_MAX_CPU_LORAS", 16)
 VLLM_MAX_LORA_RANK = env.int("VLLM_MAX_LORA_RANK", 16)
@@ -378,6 +387,26 @@ CELERY_BEAT_SCHEDULE = {
 }
 # One training job per GPU worker at a time; no prefetching a second one.
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+
+# --- Monitoring: /health/ and /metrics (config/health.py, config/metrics.py; docs/operations.md) -
+# Who may read /metrics and the details of /health/: a client address in these networks, or a
+# request with `Authorization: Bearer MONITORING_TOKEN` (empty: no token is accepted).
+MONITORING_ALLOWED_NETWORKS = env.list("MONITORING_ALLOWED_NETWORKS", default=["127.0.0.1/32", "::1/128"])
+try:
+    for _network in MONITORING_ALLOWED_NETWORKS:
+        ipaddress.ip_network(_network, strict=False)
+except ValueError as exc:
+    raise ImproperlyConfigured(f"MONITORING_ALLOWED_NETWORKS must list networks like 10.0.0.0/8 ({exc})") from exc
+MONITORING_TOKEN = os.environ.get("MONITORING_TOKEN", "")  # verbatim, like the secrets above
+# Each check of /health/ (the broker, the workers' ping, each replica) waits at most this long.
+HEALTH_CHECK_TIMEOUT_SECONDS = env.float("HEALTH_CHECK_TIMEOUT_SECONDS", 2.0)
+# A Celery worker's own metrics (adapter loads, switches and unloads it made: a training job's
+# promotion runs there), served by the worker's main process for Prometheus; 0: not served.
+# Unauthenticated: keep the address private (config.metrics.worker_metrics_serve).
+WORKER_METRICS_PORT = env.int("WORKER_METRICS_PORT", 0)
+WORKER_METRICS_ADDRESS = env.str("WORKER_METRICS_ADDRESS", "127.0.0.1")
+# Monitoring reaches the app on its own port, over plain http on a private network: no redirect.
+SECURE_REDIRECT_EXEMPT = [r"^health/$", r"^metrics$"]
 
 # --- API (Django REST framework, drf-spectacular) ---------------------------------------------
 REST_FRAMEWORK = {

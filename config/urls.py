@@ -1,10 +1,14 @@
-"""Root URLs: each app's own urls.py, plus health, admin and the OpenAPI schema."""
+"""Root URLs: each app's own urls.py, plus health (/healthz liveness, /health/ every part),
+/metrics (Prometheus), admin and the OpenAPI schema."""
 
 from django.conf import settings
 from django.contrib import admin
 from django.http import HttpResponse
 from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView
+
+from config.health import health_view
+from config.metrics import metrics_view
 
 
 def healthz(request):
@@ -13,6 +17,8 @@ def healthz(request):
 
 urlpatterns = [
     path("healthz", healthz, name="healthz"),
+    path("health/", health_view, name="health"),
+    path("metrics", metrics_view, name="metrics"),
     path("admin/", admin.site.urls),
     path("lti/", include("lti.urls")),
     path(

@@ -4,8 +4,12 @@
     python manage.py model_server --print    # shows the command instead
 
 vLLM serves the base model under MODEL_SERVED_NAME with multi-LoRA enabled
-(one adapter per course, loaded at run time through `/v1/load_lora_adapter`).
-Those runtime endpoints are unauthenticated: vLLM listens on VLLM_HOST
+(one adapter per course). Its filesystem LoRA resolver loads a course's adapter
+from the adapter store (ADAPTER_STORE_DIR, serving/store.py) on the first request
+naming it, so a restarted or new replica needs nothing pushed to it. The runtime
+endpoints (`/v1/load_lora_adapter`, `/v1/unload_lora_adapter`) stay on for
+unloading retired versions and evaluating candidates.
+Those endpoints are unauthenticated: vLLM listens on VLLM_HOST
 (127.0.0.1 by default) and must never be exposed beyond the app's host or a
 private network.
 """
@@ -21,6 +25,8 @@ from pathlib import Path
 from django.conf import settings
 
 from serving.chat_templates import chat_template_path
+
+RESOLVER_PLUGIN = "lora_filesystem_resolver"  # vLLM's entry point: adapters by name from a folder
 
 
 @dataclass(frozen=True)
@@ -83,7 +89,18 @@ def model_server_command() -> ServerCommand:
         "--disable-uvicorn-access-log",
     ]  # fmt: skip
     argv += shlex.split(settings.VLLM_EXTRA_ARGS)
-    env = {**os.environ, "VLLM_ALLOW_RUNTIME_LORA_UPDATING": "True"}
+    store = Path(settings.ADAPTER_STORE_DIR)
+    store.mkdir(parents=True, exist_ok=True)  # vLLM refuses to start the resolver on a missing folder
+    plugins = [name for name in os.environ.get("VLLM_PLUGINS", "").split(",") if name]
+    env = {
+        **os.environ,
+        # A request naming an adapter this replica has not loaded resolves it from the store (the
+        # resolver runs only with runtime updating on, which also keeps the load/unload endpoints).
+        "VLLM_ALLOW_RUNTIME_LORA_UPDATING": "True",
+        # Setting VLLM_PLUGINS limits vLLM to the plugins named: an operator's own list is kept.
+        "VLLM_PLUGINS": ",".join(dict.fromkeys([*plugins, RESOLVER_PLUGIN])),
+        "VLLM_LORA_RESOLVER_CACHE_DIR": str(store),
+    }
     if not has_cuda_vllm():
         env.setdefault("VLLM_CPU_KVCACHE_SPACE", "2")  # GiB of KV cache on a CPU host
     return ServerCommand(argv=argv, env=env)

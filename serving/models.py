@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Mapping
 from pathlib import Path
 
 from django.db import models
@@ -11,13 +12,19 @@ from django.db.models import Q
 ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors")
 
 
-def adapter_checksum(path: Path) -> str:
-    """The adapter folder's files, hashed: recorded at registration, checked before every load."""
+def files_checksum(files: Mapping[str, bytes]) -> str:
+    """An adapter's files (ADAPTER_FILES, by name), hashed: the same digest whether they are read
+    from a folder or are about to be written to one."""
     digest = hashlib.sha256()
     for name in ADAPTER_FILES:
         digest.update(name.encode())
-        digest.update((Path(path) / name).read_bytes())
+        digest.update(files[name])
     return digest.hexdigest()
+
+
+def adapter_checksum(path: Path) -> str:
+    """The adapter folder's files, hashed: recorded at registration, checked before every load."""
+    return files_checksum({name: (Path(path) / name).read_bytes() for name in ADAPTER_FILES})
 
 
 class AdapterVersion(models.Model):
@@ -44,6 +51,9 @@ class AdapterVersion(models.Model):
     base_model = models.CharField(max_length=500)
     path = models.CharField(max_length=1000)
     sha256 = models.CharField(max_length=64)
+    # The adapter store's copy (serving.store: its config names the served base model, so it is
+    # not the registered folder byte for byte): its checksum once written, checked before use.
+    stored_sha256 = models.CharField(max_length=64, blank=True, default="")
     metrics = models.JSONField(default=dict, blank=True)
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.CANDIDATE)
     created_at = models.DateTimeField(auto_now_add=True)

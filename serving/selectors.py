@@ -6,7 +6,9 @@ The registry's writes are serving.adapters; the vLLM client (serving.client) rou
 
 from __future__ import annotations
 
-from django.db.models import QuerySet
+from datetime import datetime
+
+from django.db.models import Count, Max, QuerySet
 
 from serving.models import AdapterVersion
 
@@ -35,3 +37,16 @@ def adapter_to_promote(*, course_id: int, version: int | None = None) -> Adapter
     versions = AdapterVersion.objects.filter(course_id=course_id)
     chosen = versions.filter(version=version) if version else versions.filter(status=Status.CANDIDATE)
     return chosen.order_by("-version").first()
+
+
+def adapter_versions_by_status() -> dict[str, int]:
+    """How many adapter versions are in each status, every status named (0 where none): /metrics."""
+    counts = dict.fromkeys(Status.values, 0)
+    for row in AdapterVersion.objects.values("status").annotate(count=Count("pk")).order_by():
+        counts[row["status"]] = row["count"]
+    return counts
+
+
+def adapter_last_activation() -> datetime | None:
+    """When an adapter version last started serving a course (a promotion or a rollback)."""
+    return AdapterVersion.objects.aggregate(last=Max("activated_at"))["last"]

@@ -13,13 +13,20 @@ cannot spawn a server process (tests.support.servers.spawn), so no tier can lie.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import requests
 from django.core.cache import cache
+from django.core.management import call_command
+from django.db import connections
 
 from tests.support import servers
 from tests.support.db import database_url_for_tests
 from tests.support.platform import TestPlatform
+from tests.support.screens import DESKTOP, screens_dir
+
+CHROMIUM = "/usr/bin/chromium"
 
 TIERS = ("fast", "live", "real_model")
 LIVE_FIXTURES = frozenset({"live_server"})
@@ -174,3 +181,46 @@ def gpu_worker_log(request, django_db_setup, vllm_url):
         extra_env={"VLLM_BASE_URL": vllm_url},  # the worker and its training child
     ) as (log, _):
         yield log
+
+
+@pytest.fixture
+def chromium(monkeypatch):
+    from playwright.sync_api import sync_playwright
+
+    # Playwright's sync API keeps an event loop running in this thread; the ORM calls the
+    # test makes in between are ordinary blocking calls (Django's documented escape hatch).
+    monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path=CHROMIUM,
+            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update"],
+        )
+        yield browser
+        # The test's ORM calls ran under Playwright's greenlets, where Django's per-context
+        # connections are not the ones the test database teardown closes.
+        connections.close_all()
+        browser.close()
+
+
+@pytest.fixture
+def devlms_page(chromium, settings):
+    """A desktop-sized page; call it with the app's base URL to register the dev LMS under it."""
+    pages = []
+
+    def open_page(base: str):
+        settings.PUBLIC_BASE_URL = base
+        call_command("devlms_setup", stdout=None)
+        page = chromium.new_page(viewport=DESKTOP)
+        page.set_default_timeout(20_000)
+        pages.append(page)
+        return page
+
+    yield open_page
+    for page in pages:
+        page.close()
+
+
+@pytest.fixture
+def screenshots() -> Path:
+    """Where the tests' screenshots go (tests.support.screens: SCREENSHOT_DIR, else var/screens/)."""
+    return screens_dir()

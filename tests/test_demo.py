@@ -229,3 +229,82 @@ def test_a_database_that_stays_locked_answers_in_json_with_a_retry(demo):
         assert again.status_code == 201, again.text[:500]
     finally:
         stop(process)
+
+
+def demo_ask(demo: Demo, auth: dict) -> tuple[str, str]:
+    """A new conversation's question and who answered: the model vLLM reports, and the words."""
+    conversation = requests.post(demo.base + "/api/v1/conversations/", headers=auth).json()["id"]
+    sent = requests.post(
+        f"{demo.base}/api/v1/conversations/{conversation}/messages/",
+        json={"content": "What is 2 plus 3?"},
+        headers=auth,
+        timeout=300,
+    )
+    assert sent.status_code == 201, sent.text[:500]
+    with sqlite3.connect(f"file:{demo.var / 'tutor.sqlite3'}?mode=ro", uri=True) as db:
+        model, content = db.execute(
+            "SELECT model_name, content FROM tutor_message WHERE id = ?", (sent.json()["reply"]["id"],)
+        ).fetchone()
+    return model, " ".join(sorted(set(content.split())))
+
+
+def test_a_killed_model_server_comes_back_with_the_course_adapter(demo, demo_model, tmp_path):
+    """Issue 14: the demo's model server dies; `./run demo` restarts it, says so, loads the course's
+    adapter into it again, and the next chat is answered by that adapter."""
+    from devlms.platform import COURSE
+    from tests.devlms.test_devlms import follow_auto_post
+    from tests.support.models import word_adapter
+
+    browser = requests.Session()
+    auth = bearer(follow_auto_post(browser, browser.get(demo.base + "/devlms/start/?user=student")).text)
+    with sqlite3.connect(f"file:{demo.var / 'tutor.sqlite3'}?mode=ro", uri=True) as db:
+        (course_id,) = db.execute(
+            "SELECT id FROM tutor_course WHERE lms_issuer = ? AND lms_context_id = ?",
+            (demo.base + "/devlms", COURSE["id"]),
+        ).fetchone()
+    # The course's adapter, promoted as an administrator would (it answers in " cat" and " dog" only).
+    folder = word_adapter(tmp_path / "cat-dog", base_model=demo_model, words=(" cat", " dog"))
+    promote = (
+        "from serving.adapters import adapter_promote, adapter_register\n"
+        f"adapter = adapter_register(course_id={course_id}, path={str(folder)!r}, base_model={str(demo_model)!r})\n"
+        "print(adapter_promote(adapter=adapter).name)\n"
+    )
+    promoted = subprocess.run(
+        [str(ROOT / "run"), "manage", "shell", "-c", promote],
+        env=demo.env, cwd=ROOT, capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    name = promoted.stdout.strip().splitlines()[-1]
+    assert demo_ask(demo, auth) == (name, "cat dog")
+    model_server = f"http://127.0.0.1:{demo.env['VLLM_PORT']}"
+    report = requests.get(demo.base + "/health/", timeout=60).json()["components"]
+    assert report["replicas"][model_server] == {"status": "ok", "adapters": [name]}
+    assert report["workers"]["status"] == "ok", report["workers"]  # the demo's worker serves both queues
+
+    pid = int((demo.var / "vllm.pid").read_text())
+    os.kill(pid, signal.SIGKILL)  # the model server dies (as when its engine dies, vLLM exits)
+    deadline = time.monotonic() + 60
+    while (replica := requests.get(demo.base + "/health/", timeout=60).json()["components"]["replicas"])[model_server][
+        "status"
+    ] == "ok":
+        assert time.monotonic() < deadline, "the health endpoint still reports the dead model server up"
+        time.sleep(0.5)
+    # Refused, cut as it died, or (once the new vLLM holds its port while it loads) not answering yet.
+    assert replica[model_server]["reason"] in {
+        "nothing answers there (connection refused)",
+        "the connection was cut (stopping or starting)",
+        "no answer within 2 s",
+    }, replica
+
+    port = demo.env["VLLM_PORT"]
+    for waited, seconds in ((f"model server back on port {port} (restart 1)", 600), (f"loaded: {name}", 60)):
+        deadline = time.monotonic() + seconds
+        while waited not in demo.log.read_text():
+            assert time.monotonic() < deadline, f"no {waited!r} in the demo's output:\n" + demo.log.read_text()[-3000:]
+            time.sleep(1)
+    log = demo.log.read_text()
+    assert re.search(rf"the model server on port {port} exited.*; restarting it \(restart 1", log)
+    assert f"adapters reload: loaded: {name}" in log
+    assert int((demo.var / "vllm.pid").read_text()) != pid
+    # The adapter is in the new server before any chat asks for it, and it answers the next chat.
+    assert name in {model["id"] for model in requests.get(model_server + "/v1/models").json()["data"]}
+    assert demo_ask(demo, auth) == (name, "cat dog")

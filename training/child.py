@@ -214,8 +214,9 @@ def evaluate(attempt: Attempt, *, adapter: AdapterVersion) -> dict:
     served replies (without a held-out file, the training's metrics alone)."""
     from django.conf import settings
 
+    from serving.adapters import adapter_store
     from serving.chat_templates import chat_template_path
-    from serving.client import adapter_load, model_for_course
+    from serving.client import model_for_course
     from serving.models import AdapterVersion
     from training.evaluate import gate_replies, heldout_losses
 
@@ -247,13 +248,16 @@ def evaluate(attempt: Attempt, *, adapter: AdapterVersion) -> dict:
     # candidate and by what serves the course now; a failure here is a result that blocks the gate.
     attempt.on_phase("evaluating: the held-out questions answered through the model server")
     try:
-        adapter_load(adapter)
+        # Into the store, not pushed into one replica: behind a router the gate's replies may be
+        # answered by any of them, and each resolves the candidate from the store by name.
+        adapter_store(adapter=adapter)
         current = model_for_course(course_id=attempt.job.course_id)
         evaluation.update(
             gate_replies(
                 eval_file=eval_file,
                 models={"candidate": adapter.name, "current": current},
                 limit=settings.TRAINING_GATE_SAMPLES,
+                course_id=attempt.job.course_id,
             )
         )
     except Exception as exc:  # the adapter could not be loaded, say: recorded, and the gate says no

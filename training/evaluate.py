@@ -86,10 +86,11 @@ def _short_error(exc: Exception) -> str:
     return f"{exc.__class__.__name__}: {exc}"[:200]
 
 
-def _served_reply(*, model: str, messages: list[dict]) -> dict:
-    """One reply through vLLM, as a student would get it (serving.client, its limits and timeouts)."""
+def _served_reply(*, model: str, messages: list[dict], course_id: int | None) -> dict:
+    """One reply through vLLM, as a student would get it (serving.client, its limits and timeouts,
+    routed like the course's own replies)."""
     try:
-        return {"reply": chat_complete(model=model, messages=messages).content, "error": None}
+        return {"reply": chat_complete(model=model, messages=messages, course_id=course_id).content, "error": None}
     except Exception as exc:  # a failure is a result here: counted, shown, and it blocks the gate
         return {"reply": "", "error": _short_error(exc)}
 
@@ -115,7 +116,9 @@ def replies_score(*, expected: list[str], replies: list[dict]) -> dict:
     }
 
 
-def gate_replies(*, eval_file: str, models: dict[str, str], limit: int, concurrency: int = 4) -> dict:
+def gate_replies(
+    *, eval_file: str, models: dict[str, str], limit: int, course_id: int | None = None, concurrency: int = 4
+) -> dict:
     """The held-out questions answered by each served model ({label: vLLM model name}), scored
     against the teachers' replies: {"replies": {label: score}, "samples": [side by side]}.
     Requests run a few at a time, as students' would (vLLM batches them)."""
@@ -129,7 +132,7 @@ def gate_replies(*, eval_file: str, models: dict[str, str], limit: int, concurre
     def ask(job: tuple[str, int]) -> dict:
         label, index = job
         try:
-            return _served_reply(model=models[label], messages=questions[index]["messages"])
+            return _served_reply(model=models[label], messages=questions[index]["messages"], course_id=course_id)
         finally:
             connections.close_all()  # a 404 reloads adapters from the database in this thread
 

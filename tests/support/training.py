@@ -6,6 +6,7 @@ import random
 import time
 
 import requests
+from django.utils import timezone
 
 from tests.support.chat import conversation_for, exchange, member
 from training.models import TrainingJob
@@ -20,8 +21,19 @@ def wait_for(job: TrainingJob, states: set[str], timeout: float = 600) -> Traini
         job.refresh_from_db()
         if job.state in states:
             return job
-        time.sleep(1)
+        time.sleep(0.25)
     raise AssertionError(f"job stayed {job.state}: {job.log_tail[-1500:]} {job.error}")
+
+
+def wait_for_lease_to_run_out(job: TrainingJob, timeout: float = 120) -> None:
+    """Until the lease the job's (dead) worker last renewed has run out: a redelivered task may
+    take the job over from then on."""
+    deadline = time.monotonic() + timeout
+    job.refresh_from_db()
+    while job.lease_until is not None and job.lease_until >= timezone.now():
+        assert time.monotonic() < deadline, f"the lease stayed until {job.lease_until}"
+        time.sleep(max(0.1, min(1.0, (job.lease_until - timezone.now()).total_seconds())))
+        job.refresh_from_db()
 
 
 def corrected_course(platform, tool, *, exchanges: int = 40, long_question: str | None = None) -> tuple:

@@ -2,14 +2,16 @@
 
 `rollback` takes the active adapter out of service: the previous version serves the course again,
 or the base model when the active one is the course's first. It prints what serves the course now.
+`reload` writes every active and previous version the adapter store lacks into it and warms them on
+every replica (VLLM_REPLICA_URLS) that does not hold them yet.
 """
 
 from __future__ import annotations
 
 from django.core.management.base import BaseCommand, CommandError
 
-from serving.adapters import adapter_promote, adapter_rollback
-from serving.client import AdapterError, adapters_reload
+from serving.adapters import adapter_promote, adapter_rollback, adapters_publish
+from serving.client import AdapterError
 from serving.selectors import adapter_to_promote, adapter_versions
 
 
@@ -30,7 +32,7 @@ class Command(BaseCommand):
         version = options["adapter_version"]
         try:
             if action == "reload":
-                loaded = adapters_reload()
+                loaded = adapters_publish()
                 self.stdout.write(f"loaded: {', '.join(loaded) or 'nothing (all were loaded)'}")
                 return
             if course is None:
