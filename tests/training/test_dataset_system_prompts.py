@@ -11,10 +11,9 @@ import pytest
 from tests.support.chat import ISSUER, conversation_for, exchange, member
 from training.datasets import dataset_export
 from tutor.auth import Launched
-from tutor.chat import tutor_settings_update
 from tutor.models import Message, ReviewDecision, Role, SystemPrompt
 from tutor.review import reply_review_update
-from tutor.services import person_erase, training_consent_set
+from tutor.services import person_erase, training_consent_set, tutor_settings_update
 
 pytestmark = pytest.mark.django_db
 

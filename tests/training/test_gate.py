@@ -167,7 +167,7 @@ def test_served_replies_are_scored_and_a_model_vllm_does_not_have_counts_as_fail
 def test_a_candidate_whose_sample_replies_fail_is_left_for_an_admin_not_promoted(
     chat_tool, platform, vllm_url, settings
 ):
-    teacher, _ = corrected_course(platform, chat_tool)
+    teacher, _ = corrected_course(platform, chat_tool, exchanges=20)
     # As the issue saw: the model server is slow, and every reply to the held-out questions takes
     # longer than the reply timeout (the worker's, so its training child's; loading the adapter
     # is not slowed). The loss alone would pass (a margin of -100%).
@@ -181,7 +181,7 @@ def test_a_candidate_whose_sample_replies_fail_is_left_for_an_admin_not_promoted
             extra_env={**env, "VLLM_BASE_URL": slow},
         ),
     ):
-        job = training_job_start(course=teacher.course, overrides={"max_steps": 2, "tokens_per_step": 256, "rank": 4})
+        job = training_job_start(course=teacher.course, overrides={"max_steps": 1, "tokens_per_step": 256, "rank": 4})
         job = wait_for(job, {"promoted", "ready", "failed"})
     assert job.state == "ready", (job.state, job.error, job.evaluation)
     assert job.adapter.status == "candidate"
